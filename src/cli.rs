@@ -1,0 +1,191 @@
+//! The command line. Each command returns an `anyhow::Result`; only [`main`] chooses the exit code.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::alert::AlertRecord;
+use crate::engine::Engine;
+use crate::event::Rejection;
+use crate::replay::{Input, replay};
+use crate::rules::{Action, Measure, RuleSet, load_dir};
+use crate::time::{Ts, parse_rfc3339};
+
+/// Streaming early-warning monitor for market-entity credit risk (市场主体信用风险监测预警).
+#[derive(Debug, Parser)]
+#[command(name = "credit-sentinel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay JSON Lines events through the rules; print alert records on stdout, a summary on stderr.
+    Replay {
+        /// Rules directory (or one rule file).
+        #[arg(long, default_value = "alert-rules")]
+        rules: PathBuf,
+        /// Evaluate up to this RFC 3339 time (or the last event time, if later).
+        #[arg(long)]
+        until: Option<String>,
+        /// Do not print rejected lines (the summary still counts them).
+        #[arg(long)]
+        quiet: bool,
+        /// Event files in order; `-` is stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Validate rule files and print what they define; exit 1 on any error.
+    CheckRules {
+        /// Rules directory (or one rule file).
+        dir: PathBuf,
+    },
+    /// Run rule unit tests (`*.test.toml`): given events, expect exactly these alerts.
+    TestRules {
+        /// Test files, or directories searched for `*.test.toml`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Back-test a rule change: replay history under both rule sets and report alerts that differ.
+    DiffRules {
+        #[arg(long)]
+        old: PathBuf,
+        #[arg(long)]
+        new: PathBuf,
+        #[arg(long)]
+        until: Option<String>,
+        /// Print every differing alert, not only the counts.
+        #[arg(long)]
+        verbose: bool,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Generate synthetic events (JSON Lines on stdout), deterministic for a seed.
+    Gen(crate::generate::GenOptions),
+}
+
+/// Runs the command line; the exit code is 0 when the command did its job, 1 when it could not.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay { rules, until, quiet, files } => cmd_replay(&rules, until.as_deref(), quiet, &files),
+        Command::CheckRules { dir } => cmd_check_rules(&dir),
+        Command::TestRules { files } => crate::rule_tests::run_files(&files),
+        Command::DiffRules { old, new, until, verbose, files } => {
+            parse_until(until.as_deref()).and_then(|until| crate::diff::run(&old, &new, until, verbose, &files))
+        }
+        Command::Gen(opts) => crate::generate::run(&opts),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("credit-sentinel: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a rule set, with the path in the error.
+pub fn load_rules(dir: &Path) -> anyhow::Result<Arc<RuleSet>> {
+    Ok(Arc::new(load_dir(dir)?))
+}
+
+pub(crate) fn parse_until(until: Option<&str>) -> anyhow::Result<Option<Ts>> {
+    until.map(|u| parse_rfc3339(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}"))).transpose()
+}
+
+/// Opens every input before reading any, so a missing file stops the command before it prints anything.
+pub(crate) fn open_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
+    files.iter().map(|f| Input::open(f).with_context(|| format!("{f}: cannot open"))).collect()
+}
+
+/// Prints at most this many rejected lines; the summary counts them all.
+const MAX_PRINTED_REJECTS: u64 = 100;
+
+fn cmd_replay(rules: &Path, until: Option<&str>, quiet: bool, files: &[String]) -> anyhow::Result<bool> {
+    let rules = load_rules(rules)?;
+    let until = parse_until(until)?;
+    let inputs = open_inputs(files)?;
+    let mut engine = Engine::new(rules)?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut write_error: Option<io::Error> = None;
+    let mut printed = 0u64;
+    let stderr = io::stderr();
+    let summary = replay(
+        &mut engine,
+        inputs,
+        until,
+        &mut |engine, alert| {
+            if write_error.is_none() {
+                let record = AlertRecord::new(alert, engine.rules());
+                let written = serde_json::to_writer(&mut out, &record).map_err(io::Error::from).and_then(|()| out.write_all(b"\n"));
+                write_error = written.err();
+            }
+        },
+        &mut |rejection: &Rejection| {
+            if !quiet && printed < MAX_PRINTED_REJECTS {
+                printed += 1;
+                let _ = writeln!(stderr.lock(), "rejected {rejection}");
+            }
+        },
+    )?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing alerts");
+    }
+    out.flush().context("writing alerts")?;
+    let rejected = summary.rejected_total();
+    if !quiet && rejected > printed {
+        eprintln!("({} more rejected lines not shown)", rejected - printed);
+    }
+    eprint!("{summary}");
+    Ok(true)
+}
+
+fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
+    use std::fmt::Write as _;
+    let rules = load_dir(dir)?;
+    Engine::new(Arc::new(rules.clone()))?;
+    let mut text = String::new();
+    writeln!(text, "{}: {} rules from {} files ({} active)", dir.display(), rules.all.len(), rules.files.len(), rules.active.len())?;
+    for rule in &rules.all {
+        let (what, ratio) = match &rule.measure {
+            Measure::Count { .. } => ("count", String::new()),
+            Measure::Surge { ratio_num, ratio_den, .. } => ("surge", format!(", guard cur*{ratio_den} >= prev*{ratio_num}")),
+        };
+        let kinds: Vec<&str> = rule.measure.kinds().iter().map(|k| k.as_str()).collect();
+        writeln!(
+            text,
+            "\n{} [{:?}] version {} ({})\n  {} / {}\n  {what} of {} over {} days{ratio}",
+            rule.id,
+            rule.state,
+            rule.version,
+            rule.origin,
+            rule.name_zh,
+            rule.name_en,
+            kinds.join("+"),
+            rule.measure.window() / crate::time::DAY,
+        )?;
+        writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
+        for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
+            let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
+            writeln!(text, "  {name:<13} {}", row.join(""))?;
+        }
+    }
+    print_all(&text)?;
+    Ok(true)
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub(crate) fn print_all(text: &str) -> anyhow::Result<()> {
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,320 @@
+//! The engine: valid events in, the exact alert stream out. Pure and synchronous: no I/O, no wall clock.
+//!
+//! # Clock and batches
+//! The engine has one clock, `now`. Events handed to [`Engine::ingest`] join the batch of `now`; the batch is
+//! evaluated by [`Engine::flush`] together with every entity whose timer is due at `now`, so everything at one
+//! instant counts together. [`Engine::advance_to`] flushes `now`, then fires the timers strictly between `now`
+//! and the new instant, each at its own instant, and moves the clock. Timers due exactly at the new instant
+//! wait for its batch. Replay drives the clock from event times ([`Engine::offer`]); the daemon from the wall.
+//!
+//! # Levels
+//! An entity's level for a rule is recomputed from its stored events at each instant it is evaluated and
+//! compared with the level as last evaluated: a rise is an alert, a fall re-arms silently. Each entity has
+//! one timer: the next instant at which any of its counts or its class can change (an event entering a
+//! window, leaving one, or a future classification taking effect), so levels move with time, not only
+//! with arrivals.
+
+mod dedup;
+mod state;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use hashbrown::HashMap;
+
+use crate::credit_code::EntityKey;
+use crate::event::{Class, Event, Kind};
+use crate::rules::{Action, Measure, RuleSet};
+use crate::time::Ts;
+
+pub use dedup::Dedup;
+use state::{Entity, Plan, Rec};
+
+/// Most rules the engine evaluates at once (levels are packed 3 bits per rule into a `u64`).
+pub const MAX_ACTIVE_RULES: usize = 21;
+
+/// A window an alert's value was computed over: `from < occurred_at <= to`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    pub from: Ts,
+    pub to: Ts,
+    pub count: u64,
+}
+
+/// One level rise of one entity for one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub entity: EntityKey,
+    /// Index of the rule in `RuleSet::all`.
+    pub rule: usize,
+    pub action: Action,
+    pub previous: Option<Action>,
+    pub at: Ts,
+    pub value: i64,
+    /// Effective threshold of `action` for `class`.
+    pub threshold: u64,
+    pub class: Option<Class>,
+    /// The current window, then (surge rules) the one before it.
+    pub windows: Vec<Window>,
+    /// Ids of the rule's events in its windows, by occurred_at then arrival.
+    pub evidence: Vec<CompactString>,
+}
+
+/// What became of an offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// First seen; `late` when it occurred before the clock.
+    Accepted { late: bool },
+    /// Its `event_id` was seen before: nothing changed.
+    Duplicate,
+}
+
+/// Why an engine cannot be built for a rule set.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} active rules; the engine evaluates at most {MAX_ACTIVE_RULES}")]
+    TooManyRules(usize),
+}
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    plan: Plan,
+    index: HashMap<EntityKey, u32>,
+    entities: Vec<Entity>,
+    dedup: Dedup,
+    /// `(due, entity)`; an entry is live only while `entities[i].due == due` (lazy deletion).
+    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    now: Option<Ts>,
+    /// Entities that received events since the last flush.
+    touched: Vec<u32>,
+    /// Scratch list of entities to evaluate at one instant.
+    batch: Vec<u32>,
+}
+
+impl Engine {
+    /// An empty engine for `rules`.
+    pub fn new(rules: Arc<RuleSet>) -> Result<Engine, EngineError> {
+        let n = rules.active.len();
+        if n > MAX_ACTIVE_RULES {
+            return Err(EngineError::TooManyRules(n));
+        }
+        Ok(Engine {
+            plan: Plan::new(&rules),
+            rules,
+            index: HashMap::new(),
+            entities: Vec::new(),
+            dedup: Dedup::default(),
+            timers: BinaryHeap::new(),
+            now: None,
+            touched: Vec::new(),
+            batch: Vec::new(),
+        })
+    }
+
+    /// The rule set alerts refer to.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// The clock, once set.
+    pub fn now(&self) -> Option<Ts> {
+        self.now
+    }
+
+    /// Entities with state.
+    pub fn entities(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// The replay clock of SPEC: a first-seen event moves `now` forward to its time (evaluating everything
+    /// on the way), then joins the batch of `now`. Duplicates change nothing, the clock included.
+    pub fn offer(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
+        if !self.dedup.insert(&event.id) {
+            return Offer::Duplicate;
+        }
+        match self.now {
+            Some(now) if event.at > now => self.advance_to(event.at, sink),
+            None => self.now = Some(event.at),
+            _ => {}
+        }
+        self.store(event)
+    }
+
+    /// Adds a first-seen event to the batch of the current clock without moving it (the live daemon's way;
+    /// an event in the future waits for its instant). Returns `Duplicate` for a repeated `event_id`.
+    pub fn ingest(&mut self, event: Event) -> Offer {
+        if !self.dedup.insert(&event.id) {
+            return Offer::Duplicate;
+        }
+        if self.now.is_none() {
+            self.now = Some(event.at);
+        }
+        self.store(event)
+    }
+
+    fn store(&mut self, event: Event) -> Offer {
+        let late = self.now.is_some_and(|now| event.at < now);
+        if event.kind == Kind::Profile || !self.plan.keeps(event.kind) {
+            return Offer::Accepted { late };
+        }
+        let next = self.entities.len() as u32;
+        let idx = *self.index.entry(event.entity).or_insert(next);
+        if idx == next {
+            self.entities.push(Entity::new(event.entity));
+        }
+        let entity = &mut self.entities[idx as usize];
+        entity.insert(Rec::new(&event));
+        if !entity.touched {
+            entity.touched = true;
+            self.touched.push(idx);
+        }
+        Offer::Accepted { late }
+    }
+
+    /// Evaluates the batch of `now`: entities touched since the last flush and those whose timer is due.
+    pub fn flush(&mut self, sink: &mut impl FnMut(Alert)) {
+        let Some(now) = self.now else { return };
+        self.batch.clear();
+        for idx in self.touched.drain(..) {
+            self.entities[idx as usize].touched = false;
+            self.batch.push(idx);
+        }
+        self.pop_due(now);
+        self.evaluate_batch(now, sink);
+    }
+
+    /// Flushes `now`, fires every timer due before `to` at its own instant, and sets the clock to `to`.
+    /// Does nothing if `to` is not after `now`.
+    pub fn advance_to(&mut self, to: Ts, sink: &mut impl FnMut(Alert)) {
+        let Some(now) = self.now else {
+            self.now = Some(to);
+            return;
+        };
+        if to <= now {
+            return;
+        }
+        self.flush(sink);
+        while let Some(&Reverse((due, _))) = self.timers.peek() {
+            if due >= to {
+                break;
+            }
+            self.batch.clear();
+            self.pop_due(due);
+            self.evaluate_batch(due, sink);
+        }
+        self.now = Some(to);
+    }
+
+    /// Ends a replay: flushes `now` and fires every timer due at or before `horizon` (if later than `now`).
+    pub fn finish(&mut self, horizon: Option<Ts>, sink: &mut impl FnMut(Alert)) {
+        self.flush(sink);
+        if let (Some(h), Some(now)) = (horizon, self.now)
+            && h > now
+        {
+            self.advance_to(h, sink);
+            self.flush(sink);
+        }
+    }
+
+    /// Moves the live entries of timers due at or before `at` into `batch`.
+    fn pop_due(&mut self, at: Ts) {
+        while let Some(&Reverse((due, idx))) = self.timers.peek() {
+            if due > at {
+                break;
+            }
+            self.timers.pop();
+            let entity = &mut self.entities[idx as usize];
+            if entity.due == due {
+                entity.due = Ts::MAX;
+                self.batch.push(idx);
+            }
+        }
+    }
+
+    fn evaluate_batch(&mut self, at: Ts, sink: &mut impl FnMut(Alert)) {
+        let mut batch = std::mem::take(&mut self.batch);
+        let entities = &self.entities;
+        batch.sort_unstable_by_key(|&i| entities[i as usize].key);
+        batch.dedup();
+        for &idx in &batch {
+            self.evaluate(idx, at, sink);
+        }
+        self.batch = batch;
+    }
+
+    fn evaluate(&mut self, idx: u32, at: Ts, sink: &mut impl FnMut(Alert)) {
+        let rules = &*self.rules;
+        let plan = &self.plan;
+        let entity = &mut self.entities[idx as usize];
+        let class = entity.class_at(at);
+        for (slot, &rule_idx) in rules.active.iter().enumerate() {
+            let rule = &rules.all[rule_idx];
+            let value = plan.value(entity, &rule.measure, at);
+            let level = rule.level(class, value);
+            let before = entity.level(slot);
+            if level > before {
+                if let Some(action) = Action::from_level(level) {
+                    sink(alert(entity, rule_idx, rules, action, before, at, value, class));
+                }
+            }
+            entity.set_level(slot, level);
+        }
+        entity.prune(plan, at);
+        let due = entity.next_change(plan, at);
+        if due != entity.due {
+            entity.due = due;
+            if due != Ts::MAX {
+                self.timers.push(Reverse((due, idx)));
+            }
+        }
+    }
+
+    /// A rough count of the bytes of state held (for metrics and benchmarks).
+    pub fn state_bytes(&self) -> usize {
+        let recs: usize = self.entities.iter().map(|e| e.recs_capacity()).sum();
+        self.entities.capacity() * std::mem::size_of::<Entity>()
+            + self.index.capacity() * (std::mem::size_of::<(EntityKey, u32)>() + 1)
+            + recs * std::mem::size_of::<Rec>()
+            + self.timers.capacity() * std::mem::size_of::<(Ts, u32)>()
+            + self.dedup.bytes()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn alert(
+    entity: &Entity,
+    rule_idx: usize,
+    rules: &RuleSet,
+    action: Action,
+    before: u8,
+    at: Ts,
+    value: i64,
+    class: Option<Class>,
+) -> Alert {
+    let rule = &rules.all[rule_idx];
+    let measure = &rule.measure;
+    let w = measure.window();
+    let count = |from: Ts, to: Ts| entity.count(measure.kinds(), from, to);
+    let mut windows = vec![Window { from: at - w, to: at, count: count(at - w, at) }];
+    if let Measure::Surge { .. } = measure {
+        windows.push(Window { from: at - 2 * w, to: at - w, count: count(at - 2 * w, at - w) });
+    }
+    Alert {
+        entity: entity.key,
+        rule: rule_idx,
+        action,
+        previous: Action::from_level(before),
+        at,
+        value,
+        threshold: rule.threshold(class, action).unwrap_or_default(),
+        class,
+        windows,
+        evidence: entity.evidence(measure.kinds(), at - measure.reach(), at),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,522 @@
+//! Input events: the schema of SPEC "Input", decoding of one JSON line, and the typed reasons for bad input.
+//!
+//! [`decode`] applies SPEC's "Bad input, exactly" list in its order, so the first failing check names the
+//! reason. It never panics and never allocates for the common case beyond the event id and profile fields.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use compact_str::CompactString;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::credit_code::EntityKey;
+use crate::time::{Ts, parse_rfc3339};
+
+/// Longest accepted line, in bytes, without its newline.
+pub const MAX_LINE_BYTES: usize = 65_536;
+/// Longest accepted `event_id`, in characters.
+pub const MAX_EVENT_ID_CHARS: usize = 256;
+
+/// The seven event kinds of SPEC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    AddressChange,
+    Penalty,
+    Lawsuit,
+    Complaint,
+    NegativeSentiment,
+    Classification,
+    Profile,
+}
+
+impl Kind {
+    /// Every kind, in schema order.
+    pub const ALL: [Kind; 7] = [
+        Kind::AddressChange,
+        Kind::Penalty,
+        Kind::Lawsuit,
+        Kind::Complaint,
+        Kind::NegativeSentiment,
+        Kind::Classification,
+        Kind::Profile,
+    ];
+
+    /// The kind's name in events and rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AddressChange => "address_change",
+            Kind::Penalty => "penalty",
+            Kind::Lawsuit => "lawsuit",
+            Kind::Complaint => "complaint",
+            Kind::NegativeSentiment => "negative_sentiment",
+            Kind::Classification => "classification",
+            Kind::Profile => "profile",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether rules can count events of this kind (the five indicator kinds).
+    pub fn is_indicator(self) -> bool {
+        !matches!(self, Kind::Classification | Kind::Profile)
+    }
+}
+
+/// A credit-risk class. Unclassified entities have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Class {
+    A,
+    B,
+    C,
+    D,
+}
+
+impl Class {
+    /// Every class, best first.
+    pub const ALL: [Class; 4] = [Class::A, Class::B, Class::C, Class::D];
+
+    fn parse(s: &str) -> Option<Class> {
+        Some(match s {
+            "A" => Class::A,
+            "B" => Class::B,
+            "C" => Class::C,
+            "D" => Class::D,
+            _ => return None,
+        })
+    }
+
+    /// `"A"`..`"D"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::A => "A",
+            Class::B => "B",
+            Class::C => "C",
+            Class::D => "D",
+        }
+    }
+}
+
+/// A valid event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `event_id`, unique per real-world event.
+    pub id: CompactString,
+    /// `entity_id`, packed.
+    pub entity: EntityKey,
+    pub kind: Kind,
+    /// `occurred_at` in epoch seconds, fraction dropped.
+    pub at: Ts,
+    /// `data.class` of a `classification` event.
+    pub class: Option<Class>,
+}
+
+/// Why a line is bad input. The names (`as_str`) are stable: they appear in summaries and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    TooLarge,
+    NotUtf8,
+    Empty,
+    NotJson,
+    NotObject,
+    RepeatedKey,
+    MissingField(&'static str),
+    WrongType(&'static str),
+    BadEventId,
+    UnknownKind,
+    BadCreditCode,
+    BadTime,
+    BadClass,
+}
+
+impl Reason {
+    /// A stable snake_case name, e.g. `missing_field`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::Empty => "empty",
+            Reason::NotJson => "not_json",
+            Reason::NotObject => "not_object",
+            Reason::RepeatedKey => "repeated_key",
+            Reason::MissingField(_) => "missing_field",
+            Reason::WrongType(_) => "wrong_type",
+            Reason::BadEventId => "bad_event_id",
+            Reason::UnknownKind => "unknown_kind",
+            Reason::BadCreditCode => "bad_credit_code",
+            Reason::BadTime => "bad_time",
+            Reason::BadClass => "bad_class",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::TooLarge => write!(f, "line longer than {MAX_LINE_BYTES} bytes"),
+            Reason::NotUtf8 => f.write_str("not valid UTF-8"),
+            Reason::Empty => f.write_str("empty line"),
+            Reason::NotJson => f.write_str("not JSON"),
+            Reason::NotObject => f.write_str("not a JSON object"),
+            Reason::RepeatedKey => f.write_str("an object has a repeated key"),
+            Reason::MissingField(name) => write!(f, "required field `{name}` missing or null"),
+            Reason::WrongType(name) => write!(f, "field `{name}` has the wrong type"),
+            Reason::BadEventId => write!(f, "`event_id` empty or longer than {MAX_EVENT_ID_CHARS} characters"),
+            Reason::UnknownKind => f.write_str("unknown `kind`"),
+            Reason::BadCreditCode => f.write_str("`entity_id` is not a valid unified social credit code"),
+            Reason::BadTime => f.write_str("`occurred_at` is not an RFC 3339 time"),
+            Reason::BadClass => f.write_str("classification without `data.class` in A B C D"),
+        }
+    }
+}
+
+/// Where a line came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A line of a file (1-based); `-` is stdin.
+    File { file: std::sync::Arc<str>, line: u64 },
+    /// A Kafka message.
+    Kafka { topic: std::sync::Arc<str>, partition: i32, offset: i64 },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { file, line } => write!(f, "{file}:{line}"),
+            Location::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}/{offset}"),
+        }
+    }
+}
+
+/// A rejected line: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+pub struct Rejection {
+    pub location: Location,
+    pub reason: Reason,
+}
+
+/// Decodes one line (without its newline) into an event, or says why it is bad input.
+pub fn decode(line: &[u8]) -> Result<Event, Reason> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(Reason::TooLarge);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| Reason::NotUtf8)?;
+    if text.trim_matches(|c: char| c.is_whitespace()).is_empty() {
+        return Err(Reason::Empty);
+    }
+    let repeated = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let top = TopSeed { repeated: &repeated }
+        .deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|_| Reason::NotJson)?;
+    if repeated.get() {
+        return Err(Reason::RepeatedKey);
+    }
+    let Some(raw) = top else {
+        return Err(Reason::NotObject);
+    };
+    raw.validate()
+}
+
+/// The JSON shape of a field value, as far as validation needs it.
+#[derive(Debug, Default)]
+enum Val<'a> {
+    #[default]
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    Object,
+    Other,
+}
+
+#[derive(Default)]
+struct RawEvent<'a> {
+    event_id: Val<'a>,
+    entity_id: Val<'a>,
+    kind: Val<'a>,
+    occurred_at: Val<'a>,
+    source: Val<'a>,
+    data: Val<'a>,
+    /// `data.class`, when `data` is an object.
+    class: Val<'a>,
+}
+
+impl RawEvent<'_> {
+    fn validate(self) -> Result<Event, Reason> {
+        fn required<'v>(v: &'v Val<'_>, name: &'static str) -> Result<&'v str, Reason> {
+            match v {
+                Val::Str(s) => Ok(s),
+                Val::Missing | Val::Null => Err(Reason::MissingField(name)),
+                _ => Err(Reason::WrongType(name)),
+            }
+        }
+        let id = required(&self.event_id, "event_id")?;
+        let entity = required(&self.entity_id, "entity_id")?;
+        let kind = required(&self.kind, "kind")?;
+        let at = required(&self.occurred_at, "occurred_at")?;
+        if !matches!(self.source, Val::Missing | Val::Null | Val::Str(_)) {
+            return Err(Reason::WrongType("source"));
+        }
+        if !matches!(self.data, Val::Missing | Val::Null | Val::Object) {
+            return Err(Reason::WrongType("data"));
+        }
+        if id.is_empty() || (id.len() > MAX_EVENT_ID_CHARS && id.chars().count() > MAX_EVENT_ID_CHARS) {
+            return Err(Reason::BadEventId);
+        }
+        let kind = Kind::parse(kind).ok_or(Reason::UnknownKind)?;
+        let entity = EntityKey::parse(entity).ok_or(Reason::BadCreditCode)?;
+        let at = parse_rfc3339(at).map_err(|_| Reason::BadTime)?;
+        let class = match (kind, &self.class) {
+            (Kind::Classification, Val::Str(c)) => Some(Class::parse(c).ok_or(Reason::BadClass)?),
+            (Kind::Classification, _) => return Err(Reason::BadClass),
+            _ => None,
+        };
+        Ok(Event { id: CompactString::from(id), entity, kind, at, class })
+    }
+}
+
+/// Remembers the keys of one object and reports a repeat.
+#[derive(Default)]
+struct KeySet<'a> {
+    small: Vec<Cow<'a, str>>,
+    large: Option<std::collections::HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> KeySet<'a> {
+    /// Returns false if `key` was seen before.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(key);
+        }
+        if self.small.contains(&key) {
+            return false;
+        }
+        self.small.push(key);
+        if self.small.len() > 16 {
+            self.large = Some(self.small.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// A key, borrowed from the line when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// Walks any JSON value, flags repeated keys in every object, and returns its [`Val`] shape.
+/// With `class_of_data`, an object's `class` member is returned as well.
+struct WalkSeed<'c> {
+    repeated: &'c Cell<bool>,
+    class_of_data: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for WalkSeed<'_> {
+    type Value = (Val<'de>, Val<'de>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WalkSeed<'_> {
+    type Value = (Val<'de>, Val<'de>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok((Val::Null, Val::Missing))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok((Val::Other, Val::Missing))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok((Val::Other, Val::Missing))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok((Val::Other, Val::Missing))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok((Val::Other, Val::Missing))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok((Val::Str(Cow::Borrowed(v)), Val::Missing))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((Val::Str(Cow::Owned(v.to_owned())), Val::Missing))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let inner = WalkSeed { repeated: self.repeated, class_of_data: false };
+        while seq.next_element_seed(WalkSeed { ..inner })?.is_some() {}
+        Ok((Val::Other, Val::Missing))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = KeySet::default();
+        let mut class = Val::Missing;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let is_class = self.class_of_data && key == "class";
+            if !keys.insert(key) {
+                self.repeated.set(true);
+            }
+            let (value, _) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: false })?;
+            if is_class {
+                class = value;
+            }
+        }
+        Ok((Val::Object, class))
+    }
+}
+
+/// The top level: an object becomes `Some(RawEvent)`, anything else `None` (not an object).
+struct TopSeed<'c> {
+    repeated: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Option<RawEvent<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_> {
+    type Value = Option<RawEvent<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        WalkSeed { repeated: self.repeated, class_of_data: false }.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = KeySet::default();
+        let mut raw = RawEvent::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let is_data = key == "data";
+            let slot = match key.as_ref() {
+                "event_id" => Some(&mut raw.event_id),
+                "entity_id" => Some(&mut raw.entity_id),
+                "kind" => Some(&mut raw.kind),
+                "occurred_at" => Some(&mut raw.occurred_at),
+                "source" => Some(&mut raw.source),
+                "data" => Some(&mut raw.data),
+                _ => None,
+            };
+            let (value, class) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: is_data })?;
+            if let Some(slot) = slot {
+                *slot = value;
+            }
+            if is_data {
+                raw.class = class;
+            }
+            if !keys.insert(key) {
+                self.repeated.set(true);
+            }
+        }
+        Ok(Some(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODE: &str = "91350100M000100Y43";
+
+    fn line(fields: &str) -> String {
+        format!("{{{fields}}}")
+    }
+
+    fn ok_line(kind: &str, extra: &str) -> String {
+        line(&format!(
+            r#""event_id":"e1","entity_id":"{CODE}","kind":"{kind}","occurred_at":"2025-03-01T09:30:00+08:00"{extra}"#
+        ))
+    }
+
+    #[test]
+    fn decodes_every_kind() {
+        for kind in Kind::ALL {
+            let extra = if kind == Kind::Classification { r#","data":{"class":"B"}"# } else { "" };
+            let ev = decode(ok_line(kind.as_str(), extra).as_bytes()).unwrap();
+            assert_eq!(ev.kind, kind);
+            assert_eq!(ev.at, 1_740_792_600);
+            assert_eq!(ev.entity.to_string(), CODE);
+        }
+        let ev = decode(ok_line("classification", r#","data":{"class":"D","x":[1,{"y":2}]},"source":null"#).as_bytes());
+        assert_eq!(ev.unwrap().class, Some(Class::D));
+    }
+
+    #[test]
+    fn names_each_reason() {
+        let cases: Vec<(Vec<u8>, Reason)> = vec![
+            (vec![b'x'; MAX_LINE_BYTES + 1], Reason::TooLarge),
+            (b"{\"a\":\"\xff\"}".to_vec(), Reason::NotUtf8),
+            (b"  \t\r".to_vec(), Reason::Empty),
+            (b"{\"event_id\":".to_vec(), Reason::NotJson),
+            (b"{\"a\":NaN}".to_vec(), Reason::NotJson),
+            (b"[1,2]".to_vec(), Reason::NotObject),
+            (b"\"x\"".to_vec(), Reason::NotObject),
+            (ok_line("penalty", r#","event_id":"e2""#).into_bytes(), Reason::RepeatedKey),
+            (ok_line("penalty", r#","data":{"a":1,"\u0061":2}"#).into_bytes(), Reason::RepeatedKey),
+            (ok_line("penalty", r#","x":[{"a":1,"a":1}]"#).into_bytes(), Reason::RepeatedKey),
+            (line(&format!(r#""entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::MissingField("event_id")),
+            (line(&format!(r#""event_id":null,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::MissingField("event_id")),
+            (line(&format!(r#""event_id":1,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::WrongType("event_id")),
+            (ok_line("penalty", r#","source":5"#).into_bytes(), Reason::WrongType("source")),
+            (ok_line("penalty", r#","data":"x""#).into_bytes(), Reason::WrongType("data")),
+            (ok_line("fraud", "").into_bytes(), Reason::UnknownKind),
+            (ok_line("penalty", "").replace(CODE, "91350100M000100Y44").into_bytes(), Reason::BadCreditCode),
+            (ok_line("penalty", "").replace("09:30:00+08:00", "09:30:60+08:00").into_bytes(), Reason::BadTime),
+            (ok_line("classification", r#","data":{"class":"E"}"#).into_bytes(), Reason::BadClass),
+            (ok_line("classification", "").into_bytes(), Reason::BadClass),
+            (ok_line("penalty", "").replace("\"e1\"", "\"\"").into_bytes(), Reason::BadEventId),
+            (ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(257))).into_bytes(), Reason::BadEventId),
+        ];
+        for (input, want) in cases {
+            assert_eq!(decode(&input), Err(want), "{}", String::from_utf8_lossy(&input));
+        }
+        let long_but_ok = ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(256)));
+        assert!(decode(long_but_ok.as_bytes()).is_ok());
+    }
+}

@@ -1,0 +1,128 @@
+//! Replay: JSON Lines files through the engine with SPEC's replay clock. Also the base of `test-rules`,
+//! `diff-rules` and the benchmarks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead};
+use std::sync::Arc;
+
+use crate::engine::{Alert, Engine, Offer};
+use crate::event::{Location, Reason, Rejection, decode};
+use crate::lines::{Line, Lines};
+use crate::rules::Action;
+use crate::time::Ts;
+
+/// What a replay read and raised.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: u64,
+    pub accepted: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub duplicates: u64,
+    pub late: u64,
+    /// Alerts by (rule id, action).
+    pub alerts: BTreeMap<(String, Action), u64>,
+}
+
+impl Summary {
+    /// Lines rejected, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "events read: {}, accepted: {}, rejected: {}, duplicates: {}, late: {}",
+            self.lines,
+            self.accepted,
+            self.rejected_total(),
+            self.duplicates,
+            self.late
+        )?;
+        for (reason, n) in &self.rejected {
+            writeln!(f, "  rejected {reason}: {n}")?;
+        }
+        let total: u64 = self.alerts.values().sum();
+        writeln!(f, "alerts: {total}")?;
+        for ((rule, action), n) in &self.alerts {
+            writeln!(f, "  {rule} {action}: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A named input.
+pub struct Input {
+    /// Shown in locations; `-` for stdin.
+    pub name: Arc<str>,
+    pub reader: Box<dyn BufRead>,
+}
+
+impl Input {
+    /// Opens a file, or stdin for `-`.
+    pub fn open(path: &str) -> io::Result<Input> {
+        let reader: Box<dyn BufRead> = if path == "-" {
+            Box::new(io::BufReader::with_capacity(1 << 20, io::stdin()))
+        } else {
+            Box::new(io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
+        };
+        Ok(Input { name: path.into(), reader })
+    }
+
+    /// An in-memory input (tests, rule tests).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Input {
+        Input { name: name.into(), reader: Box::new(io::Cursor::new(bytes)) }
+    }
+}
+
+/// Replays `inputs` in order through `engine`, then ends at the horizon (`until` or the last event time).
+/// Each alert goes to `on_alert`, each rejected line to `on_reject`. Only I/O errors stop it.
+pub fn replay(
+    engine: &mut Engine,
+    inputs: Vec<Input>,
+    until: Option<Ts>,
+    on_alert: &mut dyn FnMut(&Engine, &Alert),
+    on_reject: &mut dyn FnMut(&Rejection),
+) -> io::Result<Summary> {
+    let mut summary = Summary::default();
+    let mut pending: Vec<Alert> = Vec::new();
+    for input in inputs {
+        let mut lines = Lines::new(input.reader);
+        while let Some(line) = lines.next_line()? {
+            summary.lines += 1;
+            let decoded = match line {
+                Line::Text(bytes) => decode(bytes),
+                Line::TooLong => Err(Reason::TooLarge),
+            };
+            match decoded {
+                Ok(event) => match engine.offer(event, &mut |a| pending.push(a)) {
+                    Offer::Accepted { late } => {
+                        summary.accepted += 1;
+                        summary.late += u64::from(late);
+                    }
+                    Offer::Duplicate => summary.duplicates += 1,
+                },
+                Err(reason) => {
+                    *summary.rejected.entry(reason.as_str()).or_default() += 1;
+                    let location = Location::File { file: input.name.clone(), line: lines.number };
+                    on_reject(&Rejection { location, reason });
+                }
+            }
+            drain(engine, &mut pending, &mut summary, on_alert);
+        }
+    }
+    engine.finish(until, &mut |a| pending.push(a));
+    drain(engine, &mut pending, &mut summary, on_alert);
+    Ok(summary)
+}
+
+fn drain(engine: &Engine, pending: &mut Vec<Alert>, summary: &mut Summary, on_alert: &mut dyn FnMut(&Engine, &Alert)) {
+    for alert in pending.drain(..) {
+        let rule = &engine.rules().all[alert.rule].id;
+        *summary.alerts.entry((rule.clone(), alert.action)).or_default() += 1;
+        on_alert(engine, &alert);
+    }
+}

@@ -1,0 +1,401 @@
+//! Reading rule files: TOML, strictly typed (`deny_unknown_fields`), every error with file and line.
+//!
+//! A directory is loaded as a whole: every `*.toml` file under it (recursively, sorted by path), except
+//! rule-test files (`*.test.toml`). One error anywhere and nothing is loaded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::{Action, Measure, Rule, RuleSet, RuleState};
+use crate::event::{Class, Kind};
+use crate::time::DAY;
+
+/// Most rules one set may define.
+pub const MAX_RULES: usize = 256;
+/// Longest window, in days.
+pub const MAX_WINDOW_DAYS: i64 = 36_500;
+
+/// A rule file or directory that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+    #[error("{path}: no rule files (*.toml) found")]
+    NoFiles { path: String },
+}
+
+/// A decimal written in a rule file (`1.5`, `2`), kept exact as `num / den`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ratio {
+    num: u64,
+    den: u64,
+}
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Num::deserialize(d)? {
+            Num::Int(i) => i.to_string(),
+            // `Display` of f64 prints the shortest decimal that reads back the same, never an exponent.
+            Num::Float(f) => f.to_string(),
+        };
+        Ratio::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Ratio {
+    fn parse(text: &str) -> Result<Ratio, String> {
+        let bad = || format!("{text} is not a decimal between 0 and 1000 with at most 6 decimals");
+        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+        if frac.len() > 6 || int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let den = 10u64.pow(frac.len() as u32);
+        let num: u64 = format!("{int}{frac}").parse().map_err(|_| bad())?;
+        if num == 0 || num > 1000 * den {
+            return Err(bad());
+        }
+        Ok(Ratio { num, den })
+    }
+}
+
+/// One threshold per action; an action left out is never raised by this rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    remind: Option<u64>,
+    warn: Option<u64>,
+    interview: Option<u64>,
+    inspect: Option<u64>,
+}
+
+impl RawThresholds {
+    fn as_array(&self) -> [Option<u64>; 4] {
+        [self.remind, self.warn, self.interview, self.inspect]
+    }
+}
+
+/// Threshold factors per class (`effective = max(1, ceil(base * factor))`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFactors {
+    #[serde(rename = "A")]
+    a: Ratio,
+    #[serde(rename = "B")]
+    b: Ratio,
+    #[serde(rename = "C")]
+    c: Ratio,
+    #[serde(rename = "D")]
+    d: Ratio,
+    unclassified: Ratio,
+}
+
+impl RawFactors {
+    fn as_array(&self) -> [Ratio; 5] {
+        [self.a, self.b, self.c, self.d, self.unclassified]
+    }
+}
+
+/// One kind or a list of kinds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum RuleType {
+    Count,
+    Surge,
+}
+
+/// A `[[rule]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    name_zh: String,
+    name_en: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_state")]
+    state: RuleState,
+    #[serde(rename = "type")]
+    kind_of_rule: RuleType,
+    kind: OneOrMany,
+    window_days: i64,
+    min_ratio: Option<Ratio>,
+    thresholds: RawThresholds,
+    class_factors: Option<RawFactors>,
+    #[serde(default)]
+    class_thresholds: BTreeMap<String, RawThresholds>,
+}
+
+fn default_state() -> RuleState {
+    RuleState::Enabled
+}
+
+/// A rule file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    /// Default class factors for the rules of this file.
+    class_factors: Option<RawFactors>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Parses one rule file's text. `path` is only used in messages.
+pub fn load_str(path: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| RuleError::Invalid {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: e.message().to_owned(),
+    })?;
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for spanned in &raw.rule {
+        let line = line_of(text, spanned.span().start);
+        let rule = build(spanned.get_ref(), raw.class_factors.as_ref(), &format!("{path}:{line}")).map_err(|message| {
+            RuleError::Invalid { path: path.to_owned(), line, message: format!("rule `{}`: {message}", spanned.get_ref().id) }
+        })?;
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
+    if raw.id.is_empty() || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("`id` must be non-empty lower-case letters, digits and `-`".into());
+    }
+    let names: Vec<String> = match &raw.kind {
+        OneOrMany::One(k) => vec![k.clone()],
+        OneOrMany::Many(ks) => ks.clone(),
+    };
+    if names.is_empty() {
+        return Err("`kind` lists no event kind".into());
+    }
+    let mut kinds = Vec::new();
+    for name in &names {
+        match Kind::parse(name) {
+            Some(k) if k.is_indicator() => {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "`kind` {name:?} is not one of address_change, penalty, lawsuit, complaint, negative_sentiment"
+                ));
+            }
+        }
+    }
+    if !(1..=MAX_WINDOW_DAYS).contains(&raw.window_days) {
+        return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
+    }
+    let window = raw.window_days * DAY;
+    let measure = match (raw.kind_of_rule, raw.min_ratio) {
+        (RuleType::Count, None) => Measure::Count { kinds, window },
+        (RuleType::Count, Some(_)) => return Err("`min_ratio` applies only to `type = \"surge\"`".into()),
+        (RuleType::Surge, Some(r)) => Measure::Surge { kinds, window, ratio_num: r.num, ratio_den: r.den },
+        (RuleType::Surge, None) => return Err("a surge rule needs `min_ratio` (e.g. 1.5: cur >= 1.5 * prev)".into()),
+    };
+    let base = raw.thresholds.as_array();
+    check_thresholds(&base, "thresholds")?;
+    let factors = raw.class_factors.as_ref().or(file_factors).map(RawFactors::as_array);
+    let mut thresholds = [[None; 4]; 5];
+    for (slot, row) in thresholds.iter_mut().enumerate() {
+        let f = factors.map_or(Ratio { num: 1, den: 1 }, |f| f[slot]);
+        *row = base.map(|b| b.map(|b| effective(b, f)));
+    }
+    for (class, table) in &raw.class_thresholds {
+        let slot = match class.as_str() {
+            "A" => Class::A as usize,
+            "B" => Class::B as usize,
+            "C" => Class::C as usize,
+            "D" => Class::D as usize,
+            "unclassified" => 4,
+            other => return Err(format!("`class_thresholds.{other}`: class must be A, B, C, D or unclassified")),
+        };
+        let row = table.as_array();
+        check_thresholds(&row, &format!("class_thresholds.{class}"))?;
+        thresholds[slot] = row;
+    }
+    let version = version(&raw.id, &measure, &thresholds);
+    Ok(Rule {
+        id: raw.id.clone(),
+        name_zh: raw.name_zh.clone(),
+        name_en: raw.name_en.clone(),
+        description: raw.description.clone(),
+        state: raw.state,
+        measure,
+        thresholds,
+        version,
+        origin: origin.to_owned(),
+    })
+}
+
+/// `max(1, ceil(base * f))`, exactly.
+fn effective(base: u64, f: Ratio) -> u64 {
+    let scaled = (u128::from(base) * u128::from(f.num)).div_ceil(u128::from(f.den));
+    u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
+}
+
+fn check_thresholds(row: &[Option<u64>; 4], what: &str) -> Result<(), String> {
+    if row.iter().all(Option::is_none) {
+        return Err(format!("`{what}` sets no action"));
+    }
+    let mut last = 0;
+    for (t, a) in row.iter().zip(Action::ALL) {
+        if let Some(t) = *t {
+            if t == 0 {
+                return Err(format!("`{what}.{a}` must be at least 1"));
+            }
+            if t < last {
+                return Err(format!("`{what}.{a}` = {t} is below the threshold of a lower action ({last})"));
+            }
+            last = t;
+        }
+    }
+    Ok(())
+}
+
+fn version(id: &str, measure: &Measure, thresholds: &[[Option<u64>; 4]; 5]) -> String {
+    let canonical = serde_json::json!({ "id": id, "measure": measure, "thresholds": thresholds });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuleError> {
+    let io = |source| RuleError::Io { path: dir.display().to_string(), source };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if path.is_dir() {
+            rule_files(&path, out)?;
+        } else if name.ends_with(".toml") && !name.ends_with(".test.toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every rule file under `dir` (or the single file `dir`). Nothing is loaded if anything is wrong.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
+    let mut files = Vec::new();
+    if dir.is_file() {
+        files.push(dir.to_path_buf());
+    } else {
+        rule_files(dir, &mut files)?;
+    }
+    if files.is_empty() {
+        return Err(RuleError::NoFiles { path: dir.display().to_string() });
+    }
+    let mut all: Vec<Rule> = Vec::new();
+    for file in &files {
+        let path = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|source| RuleError::Io { path: path.clone(), source })?;
+        for rule in load_str(&path, &text)? {
+            if let Some(other) = all.iter().find(|r| r.id == rule.id) {
+                let (path, line) = split_origin(&rule.origin);
+                return Err(RuleError::Invalid {
+                    path,
+                    line,
+                    message: format!("rule id `{}` is already defined at {}", rule.id, other.origin),
+                });
+            }
+            all.push(rule);
+        }
+    }
+    if all.len() > MAX_RULES {
+        return Err(RuleError::Invalid { path: dir.display().to_string(), line: 1, message: format!("more than {MAX_RULES} rules") });
+    }
+    Ok(RuleSet::new(all, files))
+}
+
+fn split_origin(origin: &str) -> (String, usize) {
+    match origin.rsplit_once(':') {
+        Some((p, l)) => (p.to_owned(), l.parse().unwrap_or(1)),
+        None => (origin.to_owned(), 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: &str = r#"
+[class_factors]
+A = 2.0
+B = 1.5
+C = 1
+D = 0.5
+unclassified = 1.0
+
+[[rule]]
+id = "penalties-3y"
+name_zh = "三年内受到行政处罚次数"
+name_en = "Administrative penalties in three years"
+type = "count"
+kind = "penalty"
+window_days = 1095
+thresholds = { remind = 2, warn = 3, interview = 5, inspect = 8 }
+"#;
+
+    #[test]
+    fn class_factors_scale_exactly() {
+        let rules = load_str("x.toml", RULE).unwrap();
+        let r = &rules[0];
+        assert_eq!(r.thresholds[Class::A as usize], [Some(4), Some(6), Some(10), Some(16)]);
+        assert_eq!(r.thresholds[Class::B as usize], [Some(3), Some(5), Some(8), Some(12)]);
+        assert_eq!(r.thresholds[Class::D as usize], [Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(r.thresholds[4], [Some(2), Some(3), Some(5), Some(8)]);
+        // Two actions sharing a threshold: the higher one applies.
+        assert_eq!(r.level(Some(Class::D), 1), 1);
+        assert_eq!(effective(1, Ratio { num: 1, den: 2 }), 1);
+        assert_eq!(effective(5, Ratio::parse("1.2").unwrap()), 6, "no float drift: 5 * 1.2 is 6");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let bad = RULE.replace("window_days = 1095", "window_days = 1095\nwindow = 3");
+        let err = load_str("x.toml", &bad).unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:"), "{err}");
+        assert!(err.contains("unknown field `window`"), "{err}");
+
+        let bad = RULE.replace("warn = 3", "warn = 1");
+        let err = load_str("x.toml", &bad).unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:9: rule `penalties-3y`"), "{err}");
+
+        let bad = RULE.replace("kind = \"penalty\"", "kind = \"profile\"");
+        assert!(load_str("x.toml", &bad).is_err());
+        let bad = RULE.replace("type = \"count\"", "type = \"surge\"");
+        assert!(load_str("x.toml", &bad).unwrap_err().to_string().contains("min_ratio"));
+    }
+
+    #[test]
+    fn version_follows_content_not_names() {
+        let a = &load_str("x.toml", RULE).unwrap()[0];
+        let b = &load_str("x.toml", &RULE.replace("Administrative", "Admin")).unwrap()[0];
+        let c = &load_str("x.toml", &RULE.replace("inspect = 8", "inspect = 9")).unwrap()[0];
+        assert_eq!(a.version, b.version);
+        assert_ne!(a.version, c.version);
+    }
+}

@@ -1,0 +1,192 @@
+//! Alert rules: what the engine evaluates, loaded from the TOML files of `alert-rules/`.
+//!
+//! A [`RuleSet`] is immutable once loaded; every threshold is precomputed per class so the engine's
+//! hot path is integer comparisons only. See `load.rs` for the file format and README for its reference.
+
+mod load;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use load::{RuleError, load_dir, load_str};
+
+use crate::event::{Class, Kind};
+use crate::time::Ts;
+
+/// The four actions, in rising order. A level is `Option<Action>`: `None` is "no action".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Remind = 1,
+    Warn = 2,
+    Interview = 3,
+    Inspect = 4,
+}
+
+impl Action {
+    /// Every action, lowest first.
+    pub const ALL: [Action; 4] = [Action::Remind, Action::Warn, Action::Interview, Action::Inspect];
+
+    /// `remind`, `warn`, `interview` or `inspect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Remind => "remind",
+            Action::Warn => "warn",
+            Action::Interview => "interview",
+            Action::Inspect => "inspect",
+        }
+    }
+
+    /// The Chinese name used in the seed document.
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            Action::Remind => "提醒",
+            Action::Warn => "警示",
+            Action::Interview => "约谈",
+            Action::Inspect => "检查",
+        }
+    }
+
+    /// The action of a level code (1..=4); 0 and anything else is none.
+    pub fn from_level(level: u8) -> Option<Action> {
+        match level {
+            1 => Some(Action::Remind),
+            2 => Some(Action::Warn),
+            3 => Some(Action::Interview),
+            4 => Some(Action::Inspect),
+            _ => None,
+        }
+    }
+
+    /// The level code of an optional action (0 for none).
+    pub fn level(action: Option<Action>) -> u8 {
+        action.map_or(0, |a| a as u8)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Whether a rule runs, and whether its alerts are mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleState {
+    /// Evaluated; alerts are recorded and mailed.
+    Enabled,
+    /// Not evaluated at all.
+    Disabled,
+    /// Evaluated; alerts are recorded with `shadow: true` and never mailed.
+    Shadow,
+}
+
+/// What a rule measures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Measure {
+    /// The number of events of `kinds` in the last `window` seconds.
+    Count { kinds: Vec<Kind>, window: Ts },
+    /// `cur - prev`: events of `kinds` in the last `window` seconds minus those in the `window` before;
+    /// it counts only while `cur * ratio_den >= prev * ratio_num` (the ratio guard), else it is 0.
+    Surge { kinds: Vec<Kind>, window: Ts, ratio_num: u64, ratio_den: u64 },
+}
+
+impl Measure {
+    /// The kinds of events the rule counts.
+    pub fn kinds(&self) -> &[Kind] {
+        match self {
+            Measure::Count { kinds, .. } | Measure::Surge { kinds, .. } => kinds,
+        }
+    }
+
+    /// The window length in seconds.
+    pub fn window(&self) -> Ts {
+        match self {
+            Measure::Count { window, .. } | Measure::Surge { window, .. } => *window,
+        }
+    }
+
+    /// How far back an event still matters to this rule: `W` for counts, `2W` for surges.
+    pub fn reach(&self) -> Ts {
+        match self {
+            Measure::Count { window, .. } => *window,
+            Measure::Surge { window, .. } => 2 * window,
+        }
+    }
+}
+
+/// Index of a class in threshold tables: A, B, C, D, then unclassified.
+pub fn class_slot(class: Option<Class>) -> usize {
+    class.map_or(4, |c| c as usize)
+}
+
+/// One loaded rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Stable id, e.g. `penalties-3y`.
+    pub id: String,
+    pub name_zh: String,
+    pub name_en: String,
+    pub description: String,
+    pub state: RuleState,
+    pub measure: Measure,
+    /// Effective thresholds: `[class_slot][action - 1]`, `None` where the action is not used.
+    pub thresholds: [[Option<u64>; 4]; 5],
+    /// Content hash of what decides the rule's alerts (measure and effective thresholds).
+    pub version: String,
+    /// The file and line that defined it.
+    pub origin: String,
+}
+
+impl Rule {
+    /// The level a value reaches for a class: the highest action whose threshold it reaches.
+    pub fn level(&self, class: Option<Class>, value: i64) -> u8 {
+        let row = &self.thresholds[class_slot(class)];
+        let mut level = 0;
+        for (i, t) in row.iter().enumerate() {
+            if let Some(t) = t
+                && value >= 0
+                && value as u64 >= *t
+            {
+                level = i as u8 + 1;
+            }
+        }
+        level
+    }
+
+    /// The effective threshold of `action` for `class`.
+    pub fn threshold(&self, class: Option<Class>, action: Action) -> Option<u64> {
+        self.thresholds[class_slot(class)][action as usize - 1]
+    }
+}
+
+/// A validated set of rules, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// Every rule defined, disabled ones included.
+    pub all: Vec<Rule>,
+    /// Indices into `all` of the rules the engine evaluates (enabled and shadow), in order.
+    pub active: Vec<usize>,
+    /// The files it was loaded from.
+    pub files: Vec<PathBuf>,
+}
+
+impl RuleSet {
+    /// Builds a set from rules, keeping the active ones in order.
+    pub fn new(all: Vec<Rule>, files: Vec<PathBuf>) -> RuleSet {
+        let active = all.iter().enumerate().filter(|(_, r)| r.state != RuleState::Disabled).map(|(i, _)| i).collect();
+        RuleSet { all, active, files }
+    }
+
+    /// The active rules, in evaluation order.
+    pub fn active(&self) -> impl Iterator<Item = &Rule> {
+        self.active.iter().map(|&i| &self.all[i])
+    }
+
+    /// The longest reach of any active rule that counts `kind`, or `None` if none does.
+    pub fn reach(&self, kind: Kind) -> Option<Ts> {
+        self.active().filter(|r| r.measure.kinds().contains(&kind)).map(|r| r.measure.reach()).max()
+    }
+}
