@@ -494,7 +494,7 @@ class Gen:
                          + (["gray"] if self.gray else []))
         eid, p = self.bad_base()
         if cat == "overlong":
-            n = rng.choice([MAX_LINE + 1, MAX_LINE + 2, 70000, 200000])
+            n = rng.choice([MAX_LINE + 1, MAX_LINE + 2, 70000, 100000])
             line = self.render(self.replace(p, "data", {"pad": ""}))
             line = line.replace(b'"pad":""', b'"pad":"' + b"x" * n + b'"')
             line = line.replace(b'"pad": ""', b'"pad": "' + b"x" * n + b'"')
