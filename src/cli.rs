@@ -36,6 +36,9 @@ enum Command {
         /// Do not print rejected lines (the summary still counts them).
         #[arg(long)]
         quiet: bool,
+        /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
+        #[arg(long)]
+        parse_only: bool,
         /// Event files in order; `-` is stdin.
         #[arg(required = true)]
         files: Vec<String>,
@@ -73,12 +76,28 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay { rules, until, quiet, files } => cmd_replay(&rules, until.as_deref(), quiet, &files),
+        Command::Replay {
+            parse_only: true,
+            files,
+            ..
+        } => cmd_parse_only(&files),
+        Command::Replay {
+            rules,
+            until,
+            quiet,
+            files,
+            ..
+        } => cmd_replay(&rules, until.as_deref(), quiet, &files),
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
-        Command::DiffRules { old, new, until, verbose, files } => {
-            parse_until(until.as_deref()).and_then(|until| crate::diff::run(&old, &new, until, verbose, &files))
-        }
+        Command::DiffRules {
+            old,
+            new,
+            until,
+            verbose,
+            files,
+        } => parse_until(until.as_deref())
+            .and_then(|until| crate::diff::run(&old, &new, until, verbose, &files)),
         Command::Gen(opts) => crate::generate::run(&opts),
     };
     match result {
@@ -97,18 +116,28 @@ pub fn load_rules(dir: &Path) -> anyhow::Result<Arc<RuleSet>> {
 }
 
 pub(crate) fn parse_until(until: Option<&str>) -> anyhow::Result<Option<Ts>> {
-    until.map(|u| parse_rfc3339(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}"))).transpose()
+    until
+        .map(|u| parse_rfc3339(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}")))
+        .transpose()
 }
 
 /// Opens every input before reading any, so a missing file stops the command before it prints anything.
 pub(crate) fn open_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
-    files.iter().map(|f| Input::open(f).with_context(|| format!("{f}: cannot open"))).collect()
+    files
+        .iter()
+        .map(|f| Input::open(f).with_context(|| format!("{f}: cannot open")))
+        .collect()
 }
 
 /// Prints at most this many rejected lines; the summary counts them all.
 const MAX_PRINTED_REJECTS: u64 = 100;
 
-fn cmd_replay(rules: &Path, until: Option<&str>, quiet: bool, files: &[String]) -> anyhow::Result<bool> {
+fn cmd_replay(
+    rules: &Path,
+    until: Option<&str>,
+    quiet: bool,
+    files: &[String],
+) -> anyhow::Result<bool> {
     let rules = load_rules(rules)?;
     let until = parse_until(until)?;
     let inputs = open_inputs(files)?;
@@ -125,7 +154,9 @@ fn cmd_replay(rules: &Path, until: Option<&str>, quiet: bool, files: &[String]) 
         &mut |engine, alert| {
             if write_error.is_none() {
                 let record = AlertRecord::new(alert, engine.rules());
-                let written = serde_json::to_writer(&mut out, &record).map_err(io::Error::from).and_then(|()| out.write_all(b"\n"));
+                let written = serde_json::to_writer(&mut out, &record)
+                    .map_err(io::Error::from)
+                    .and_then(|()| out.write_all(b"\n"));
                 write_error = written.err();
             }
         },
@@ -148,16 +179,36 @@ fn cmd_replay(rules: &Path, until: Option<&str>, quiet: bool, files: &[String]) 
     Ok(true)
 }
 
+fn cmd_parse_only(files: &[String]) -> anyhow::Result<bool> {
+    let summary = crate::replay::parse_only(open_inputs(files)?)?;
+    eprint!("{summary}");
+    Ok(true)
+}
+
 fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
     use std::fmt::Write as _;
     let rules = load_dir(dir)?;
     Engine::new(Arc::new(rules.clone()))?;
     let mut text = String::new();
-    writeln!(text, "{}: {} rules from {} files ({} active)", dir.display(), rules.all.len(), rules.files.len(), rules.active.len())?;
+    writeln!(
+        text,
+        "{}: {} rules from {} files ({} active)",
+        dir.display(),
+        rules.all.len(),
+        rules.files.len(),
+        rules.active.len()
+    )?;
     for rule in &rules.all {
         let (what, ratio) = match &rule.measure {
             Measure::Count { .. } => ("count", String::new()),
-            Measure::Surge { ratio_num, ratio_den, .. } => ("surge", format!(", guard cur*{ratio_den} >= prev*{ratio_num}")),
+            Measure::Surge {
+                ratio_num,
+                ratio_den,
+                ..
+            } => (
+                "surge",
+                format!(", guard cur*{ratio_den} >= prev*{ratio_num}"),
+            ),
         };
         let kinds: Vec<&str> = rule.measure.kinds().iter().map(|k| k.as_str()).collect();
         writeln!(
@@ -172,9 +223,14 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
             kinds.join("+"),
             rule.measure.window() / crate::time::DAY,
         )?;
-        writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
+        writeln!(
+            text,
+            "  class         {}",
+            Action::ALL.map(|a| format!("{a:>10}")).join("")
+        )?;
         for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
-            let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
+            let row = rule.thresholds[slot]
+                .map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
             writeln!(text, "  {name:<13} {}", row.join(""))?;
         }
     }

@@ -10,29 +10,34 @@ use std::fmt;
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// Weights of positions 1..=17 (3^(i-1) mod 31).
-const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 /// Length of a credit code.
 pub const LEN: usize = 18;
 
-fn value(c: u8) -> Option<u32> {
-    let v = match c {
-        b'0'..=b'9' => c - b'0',
-        b'A'..=b'H' => c - b'A' + 10,
-        b'J'..=b'N' => c - b'J' + 18,
-        b'P'..=b'R' => c - b'P' + 23,
-        b'T' | b'U' => c - b'T' + 26,
-        b'W'..=b'Y' => c - b'W' + 28,
-        _ => return None,
-    };
-    Some(u32::from(v))
-}
+/// Value of each byte in the alphabet, `INVALID` for bytes outside it.
+const VALUES: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID: u8 = 0xff;
 
 /// The check character for the first 17 characters, if they are all in the alphabet.
 pub fn check_char(first17: &[u8]) -> Option<u8> {
     let mut sum = 0;
     for (c, w) in first17.iter().zip(WEIGHTS) {
-        sum += value(*c)? * w;
+        let v = VALUES[usize::from(*c)];
+        if v == INVALID {
+            return None;
+        }
+        sum += u32::from(v) * w;
     }
     Some(ALPHABET[((31 - sum % 31) % 31) as usize])
 }
@@ -49,17 +54,34 @@ impl EntityKey {
         if b.len() != LEN {
             return None;
         }
-        let mut packed = 0u128;
-        for &c in b {
-            packed = packed << 5 | u128::from(value(c)?);
+        // The first 6 characters go to `hi` (30 bits), the last 12 to `lo` (60 bits); the check sum is
+        // computed in the same pass.
+        let (mut hi, mut lo, mut sum, mut bad) = (0u64, 0u64, 0u32, 0u8);
+        for (i, &c) in b.iter().enumerate() {
+            let v = VALUES[usize::from(c)];
+            bad |= v & 0x80;
+            let v = v & 0x1f;
+            if i < 6 {
+                hi = hi << 5 | u64::from(v);
+            } else {
+                lo = lo << 5 | u64::from(v);
+            }
+            if i < 17 {
+                sum += u32::from(v) * WEIGHTS[i];
+            }
         }
-        let words = [(packed >> 64) as u32, (packed >> 32) as u32, packed as u32];
-        (check_char(&b[..17])? == b[17]).then_some(EntityKey(words))
+        let check = VALUES[usize::from(b[17])];
+        (bad == 0 && u32::from(check) == (31 - sum % 31) % 31).then_some(EntityKey([
+            hi as u32,
+            (lo >> 32) as u32,
+            lo as u32,
+        ]))
     }
 
     /// The code as its 18 ASCII characters.
     pub fn to_bytes(self) -> [u8; LEN] {
-        let packed = u128::from(self.0[0]) << 64 | u128::from(self.0[1]) << 32 | u128::from(self.0[2]);
+        let packed =
+            u128::from(self.0[0]) << 60 | u128::from(self.0[1]) << 32 | u128::from(self.0[2]);
         let mut out = [0u8; LEN];
         for (i, slot) in out.iter_mut().enumerate() {
             let shift = 5 * (LEN - 1 - i);
@@ -96,7 +118,11 @@ mod tests {
     #[test]
     fn known_codes_validate() {
         // Published codes (check characters computed by GB 32100-2015).
-        for code in ["91350100M000100Y43", "91110000802100433B", "911100001000080343"] {
+        for code in [
+            "91350100M000100Y43",
+            "91110000802100433B",
+            "911100001000080343",
+        ] {
             let key = EntityKey::parse(code).unwrap_or_else(|| panic!("{code} refused"));
             assert_eq!(key.to_string(), code);
         }
@@ -104,9 +130,18 @@ mod tests {
 
     #[test]
     fn refuses_bad_codes() {
-        assert!(EntityKey::parse("91350100M000100Y44").is_none(), "wrong check char");
-        assert!(EntityKey::parse("91350100m000100Y43").is_none(), "lower case");
-        assert!(EntityKey::parse("91350100I000100Y43").is_none(), "I is not in the alphabet");
+        assert!(
+            EntityKey::parse("91350100M000100Y44").is_none(),
+            "wrong check char"
+        );
+        assert!(
+            EntityKey::parse("91350100m000100Y43").is_none(),
+            "lower case"
+        );
+        assert!(
+            EntityKey::parse("91350100I000100Y43").is_none(),
+            "I is not in the alphabet"
+        );
         assert!(EntityKey::parse("91350100M000100Y4").is_none(), "17 chars");
         assert!(EntityKey::parse("").is_none());
     }

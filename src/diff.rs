@@ -15,7 +15,11 @@ use crate::time::{Ts, format_rfc3339};
 
 type Key = (Ts, String, String); // (at, entity, rule)
 
-fn alerts(rules: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result<BTreeMap<Key, Action>> {
+fn alerts(
+    rules: &Path,
+    inputs: Vec<Input>,
+    until: Option<Ts>,
+) -> anyhow::Result<BTreeMap<Key, Action>> {
     let mut engine = Engine::new(load_rules(rules)?)?;
     let mut out = BTreeMap::new();
     replay(
@@ -23,7 +27,14 @@ fn alerts(rules: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result
         inputs,
         until,
         &mut |engine, a| {
-            out.insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
+            out.insert(
+                (
+                    a.at,
+                    a.entity.to_string(),
+                    engine.rules().all[a.rule].id.clone(),
+                ),
+                a.action,
+            );
         },
         &mut |_| {},
     )?;
@@ -58,7 +69,13 @@ fn compare(old: &BTreeMap<Key, Action>, new: &BTreeMap<Key, Action>) -> RuleDiff
 }
 
 /// Runs the back-test and prints the report; true when it ran.
-pub fn run(old: &Path, new: &Path, until: Option<Ts>, verbose: bool, files: &[String]) -> anyhow::Result<bool> {
+pub fn run(
+    old: &Path,
+    new: &Path,
+    until: Option<Ts>,
+    verbose: bool,
+    files: &[String],
+) -> anyhow::Result<bool> {
     // Read stdin once: both replays need the same bytes.
     let stdin_bytes = if files.iter().any(|f| f == "-") {
         let mut buf = Vec::new();
@@ -104,7 +121,11 @@ pub fn run(old: &Path, new: &Path, until: Option<Ts>, verbose: bool, files: &[St
         d.unchanged
     );
     if !counts.is_empty() {
-        let _ = writeln!(text, "\n{:<24} {:<10} {:>9} {:>12} {:>16}", "rule", "action", "appeared", "disappeared", "changed (to it)");
+        let _ = writeln!(
+            text,
+            "\n{:<24} {:<10} {:>9} {:>12} {:>16}",
+            "rule", "action", "appeared", "disappeared", "changed (to it)"
+        );
         for ((rule, action), [a, dis, ch]) in &counts {
             let _ = writeln!(text, "{rule:<24} {action:<10} {a:>9} {dis:>12} {ch:>16}");
         }
@@ -132,8 +153,16 @@ mod tests {
     #[test]
     fn classifies_differences() {
         let k = |t: Ts| (t, "E".to_string(), "r".to_string());
-        let old = BTreeMap::from([(k(1), Action::Remind), (k(2), Action::Warn), (k(3), Action::Warn)]);
-        let new = BTreeMap::from([(k(2), Action::Warn), (k(3), Action::Inspect), (k(4), Action::Remind)]);
+        let old = BTreeMap::from([
+            (k(1), Action::Remind),
+            (k(2), Action::Warn),
+            (k(3), Action::Warn),
+        ]);
+        let new = BTreeMap::from([
+            (k(2), Action::Warn),
+            (k(3), Action::Inspect),
+            (k(4), Action::Remind),
+        ]);
         let d = compare(&old, &new);
         assert_eq!(d.appeared, vec![(k(4), Action::Remind)]);
         assert_eq!(d.disappeared, vec![(k(1), Action::Remind)]);

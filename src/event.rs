@@ -19,7 +19,9 @@ pub const MAX_LINE_BYTES: usize = 65_536;
 pub const MAX_EVENT_ID_CHARS: usize = 256;
 
 /// The seven event kinds of SPEC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     AddressChange,
@@ -68,7 +70,9 @@ impl Kind {
 }
 
 /// A credit-risk class. Unclassified entities have none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Class {
     A,
     B,
@@ -165,9 +169,14 @@ impl fmt::Display for Reason {
             Reason::RepeatedKey => f.write_str("an object has a repeated key"),
             Reason::MissingField(name) => write!(f, "required field `{name}` missing or null"),
             Reason::WrongType(name) => write!(f, "field `{name}` has the wrong type"),
-            Reason::BadEventId => write!(f, "`event_id` empty or longer than {MAX_EVENT_ID_CHARS} characters"),
+            Reason::BadEventId => write!(
+                f,
+                "`event_id` empty or longer than {MAX_EVENT_ID_CHARS} characters"
+            ),
             Reason::UnknownKind => f.write_str("unknown `kind`"),
-            Reason::BadCreditCode => f.write_str("`entity_id` is not a valid unified social credit code"),
+            Reason::BadCreditCode => {
+                f.write_str("`entity_id` is not a valid unified social credit code")
+            }
             Reason::BadTime => f.write_str("`occurred_at` is not an RFC 3339 time"),
             Reason::BadClass => f.write_str("classification without `data.class` in A B C D"),
         }
@@ -178,16 +187,27 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A line of a file (1-based); `-` is stdin.
-    File { file: std::sync::Arc<str>, line: u64 },
+    File {
+        file: std::sync::Arc<str>,
+        line: u64,
+    },
     /// A Kafka message.
-    Kafka { topic: std::sync::Arc<str>, partition: i32, offset: i64 },
+    Kafka {
+        topic: std::sync::Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::File { file, line } => write!(f, "{file}:{line}"),
-            Location::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}/{offset}"),
+            Location::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}/{offset}"),
         }
     }
 }
@@ -211,10 +231,12 @@ pub fn decode(line: &[u8]) -> Result<Event, Reason> {
     }
     let repeated = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = TopSeed { repeated: &repeated }
-        .deserialize(&mut de)
-        .and_then(|top| de.end().map(|()| top))
-        .map_err(|_| Reason::NotJson)?;
+    let top = TopSeed {
+        repeated: &repeated,
+    }
+    .deserialize(&mut de)
+    .and_then(|top| de.end().map(|()| top))
+    .map_err(|_| Reason::NotJson)?;
     if repeated.get() {
         return Err(Reason::RepeatedKey);
     }
@@ -266,7 +288,9 @@ impl RawEvent<'_> {
         if !matches!(self.data, Val::Missing | Val::Null | Val::Object) {
             return Err(Reason::WrongType("data"));
         }
-        if id.is_empty() || (id.len() > MAX_EVENT_ID_CHARS && id.chars().count() > MAX_EVENT_ID_CHARS) {
+        if id.is_empty()
+            || (id.len() > MAX_EVENT_ID_CHARS && id.chars().count() > MAX_EVENT_ID_CHARS)
+        {
             return Err(Reason::BadEventId);
         }
         let kind = Kind::parse(kind).ok_or(Reason::UnknownKind)?;
@@ -277,14 +301,20 @@ impl RawEvent<'_> {
             (Kind::Classification, _) => return Err(Reason::BadClass),
             _ => None,
         };
-        Ok(Event { id: CompactString::from(id), entity, kind, at, class })
+        Ok(Event {
+            id: CompactString::from(id),
+            entity,
+            kind,
+            at,
+            class,
+        })
     }
 }
 
 /// Remembers the keys of one object and reports a repeat.
 #[derive(Default)]
 struct KeySet<'a> {
-    small: Vec<Cow<'a, str>>,
+    small: smallvec::SmallVec<[Cow<'a, str>; 8]>,
     large: Option<std::collections::HashSet<Cow<'a, str>>>,
 }
 
@@ -369,7 +399,10 @@ impl<'de> Visitor<'de> for WalkSeed<'_> {
         Ok((Val::Str(Cow::Owned(v.to_owned())), Val::Missing))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let inner = WalkSeed { repeated: self.repeated, class_of_data: false };
+        let inner = WalkSeed {
+            repeated: self.repeated,
+            class_of_data: false,
+        };
         while seq.next_element_seed(WalkSeed { ..inner })?.is_some() {}
         Ok((Val::Other, Val::Missing))
     }
@@ -381,7 +414,10 @@ impl<'de> Visitor<'de> for WalkSeed<'_> {
             if !keys.insert(key) {
                 self.repeated.set(true);
             }
-            let (value, _) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: false })?;
+            let (value, _) = map.next_value_seed(WalkSeed {
+                repeated: self.repeated,
+                class_of_data: false,
+            })?;
             if is_class {
                 class = value;
             }
@@ -426,7 +462,11 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         Ok(None)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        WalkSeed { repeated: self.repeated, class_of_data: false }.visit_seq(seq)?;
+        WalkSeed {
+            repeated: self.repeated,
+            class_of_data: false,
+        }
+        .visit_seq(seq)?;
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -443,7 +483,10 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 "data" => Some(&mut raw.data),
                 _ => None,
             };
-            let (value, class) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: is_data })?;
+            let (value, class) = map.next_value_seed(WalkSeed {
+                repeated: self.repeated,
+                class_of_data: is_data,
+            })?;
             if let Some(slot) = slot {
                 *slot = value;
             }
@@ -477,13 +520,23 @@ mod tests {
     #[test]
     fn decodes_every_kind() {
         for kind in Kind::ALL {
-            let extra = if kind == Kind::Classification { r#","data":{"class":"B"}"# } else { "" };
+            let extra = if kind == Kind::Classification {
+                r#","data":{"class":"B"}"#
+            } else {
+                ""
+            };
             let ev = decode(ok_line(kind.as_str(), extra).as_bytes()).unwrap();
             assert_eq!(ev.kind, kind);
             assert_eq!(ev.at, 1_740_792_600);
             assert_eq!(ev.entity.to_string(), CODE);
         }
-        let ev = decode(ok_line("classification", r#","data":{"class":"D","x":[1,{"y":2}]},"source":null"#).as_bytes());
+        let ev = decode(
+            ok_line(
+                "classification",
+                r#","data":{"class":"D","x":[1,{"y":2}]},"source":null"#,
+            )
+            .as_bytes(),
+        );
         assert_eq!(ev.unwrap().class, Some(Class::D));
     }
 
@@ -514,9 +567,15 @@ mod tests {
             (ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(257))).into_bytes(), Reason::BadEventId),
         ];
         for (input, want) in cases {
-            assert_eq!(decode(&input), Err(want), "{}", String::from_utf8_lossy(&input));
+            assert_eq!(
+                decode(&input),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(&input)
+            );
         }
-        let long_but_ok = ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(256)));
+        let long_but_ok =
+            ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(256)));
         assert!(decode(long_but_ok.as_bytes()).is_ok());
     }
 }

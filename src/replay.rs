@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use crate::engine::{Alert, Engine, Offer};
-use crate::event::{Location, Reason, Rejection, decode};
+use crate::event::{Event, Location, Reason, Rejection, decode};
 use crate::lines::{Line, Lines};
 use crate::rules::Action;
 use crate::time::Ts;
@@ -58,28 +58,90 @@ impl fmt::Display for Summary {
 pub struct Input {
     /// Shown in locations; `-` for stdin.
     pub name: Arc<str>,
-    pub reader: Box<dyn BufRead>,
+    pub reader: Box<dyn BufRead + Send>,
 }
 
 impl Input {
     /// Opens a file, or stdin for `-`.
     pub fn open(path: &str) -> io::Result<Input> {
-        let reader: Box<dyn BufRead> = if path == "-" {
+        let reader: Box<dyn BufRead + Send> = if path == "-" {
             Box::new(io::BufReader::with_capacity(1 << 20, io::stdin()))
         } else {
-            Box::new(io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
+            Box::new(io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(path)?,
+            ))
         };
-        Ok(Input { name: path.into(), reader })
+        Ok(Input {
+            name: path.into(),
+            reader,
+        })
     }
 
     /// An in-memory input (tests, rule tests).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Input {
-        Input { name: name.into(), reader: Box::new(io::Cursor::new(bytes)) }
+        Input {
+            name: name.into(),
+            reader: Box::new(io::Cursor::new(bytes)),
+        }
     }
+}
+
+/// Lines decoded per batch handed from the reader thread to the engine.
+const BATCH_LINES: usize = 1024;
+/// Batches in flight. When the engine falls behind, the channel fills and the reader thread blocks:
+/// memory stays bounded at about `BATCH_LINES * CHANNEL_BATCHES` events.
+const CHANNEL_BATCHES: usize = 16;
+
+/// Decoded lines of one input, with their line numbers.
+struct Batch {
+    file: Arc<str>,
+    items: Vec<(u64, Result<Event, Reason>)>,
+}
+
+/// Reads and decodes every input in order, sending batches until the inputs end or the receiver hangs up.
+fn read_inputs(inputs: Vec<Input>, tx: mpsc::SyncSender<Batch>) -> io::Result<()> {
+    for input in inputs {
+        let mut lines = Lines::new(input.reader);
+        let mut items = Vec::with_capacity(BATCH_LINES);
+        while let Some(line) = lines.next_line()? {
+            let decoded = match line {
+                Line::Text(bytes) => decode(bytes),
+                Line::TooLong => Err(Reason::TooLarge),
+            };
+            items.push((lines.number, decoded));
+            if items.len() == BATCH_LINES {
+                let full = std::mem::replace(&mut items, Vec::with_capacity(BATCH_LINES));
+                if tx
+                    .send(Batch {
+                        file: input.name.clone(),
+                        items: full,
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if !items.is_empty()
+            && tx
+                .send(Batch {
+                    file: input.name.clone(),
+                    items,
+                })
+                .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Replays `inputs` in order through `engine`, then ends at the horizon (`until` or the last event time).
 /// Each alert goes to `on_alert`, each rejected line to `on_reject`. Only I/O errors stop it.
+///
+/// Reading and decoding run on a second thread, so the engine works while the next lines are parsed;
+/// the engine sees the events in input order all the same.
 pub fn replay(
     engine: &mut Engine,
     inputs: Vec<Input>,
@@ -89,6 +151,46 @@ pub fn replay(
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
     let mut pending: Vec<Alert> = Vec::new();
+    let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_inputs(inputs, tx));
+        for batch in rx {
+            for (number, decoded) in batch.items {
+                summary.lines += 1;
+                match decoded {
+                    Ok(event) => match engine.offer(event, &mut |a| pending.push(a)) {
+                        Offer::Accepted { late } => {
+                            summary.accepted += 1;
+                            summary.late += u64::from(late);
+                        }
+                        Offer::Duplicate => summary.duplicates += 1,
+                    },
+                    Err(reason) => {
+                        *summary.rejected.entry(reason.as_str()).or_default() += 1;
+                        let location = Location::File {
+                            file: batch.file.clone(),
+                            line: number,
+                        };
+                        on_reject(&Rejection { location, reason });
+                    }
+                }
+                if !pending.is_empty() {
+                    drain(engine, &mut pending, &mut summary, on_alert);
+                }
+            }
+        }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")))
+    })?;
+    engine.finish(until, &mut |a| pending.push(a));
+    drain(engine, &mut pending, &mut summary, on_alert);
+    Ok(summary)
+}
+
+/// The benchmark baseline: reads and decodes every line like [`replay`], but gives nothing to an engine.
+pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
+    let mut summary = Summary::default();
     for input in inputs {
         let mut lines = Lines::new(input.reader);
         while let Some(line) = lines.next_line()? {
@@ -98,31 +200,26 @@ pub fn replay(
                 Line::TooLong => Err(Reason::TooLarge),
             };
             match decoded {
-                Ok(event) => match engine.offer(event, &mut |a| pending.push(a)) {
-                    Offer::Accepted { late } => {
-                        summary.accepted += 1;
-                        summary.late += u64::from(late);
-                    }
-                    Offer::Duplicate => summary.duplicates += 1,
-                },
-                Err(reason) => {
-                    *summary.rejected.entry(reason.as_str()).or_default() += 1;
-                    let location = Location::File { file: input.name.clone(), line: lines.number };
-                    on_reject(&Rejection { location, reason });
-                }
+                Ok(event) => summary.accepted += u64::from(!event.id.is_empty()),
+                Err(reason) => *summary.rejected.entry(reason.as_str()).or_default() += 1,
             }
-            drain(engine, &mut pending, &mut summary, on_alert);
         }
     }
-    engine.finish(until, &mut |a| pending.push(a));
-    drain(engine, &mut pending, &mut summary, on_alert);
     Ok(summary)
 }
 
-fn drain(engine: &Engine, pending: &mut Vec<Alert>, summary: &mut Summary, on_alert: &mut dyn FnMut(&Engine, &Alert)) {
+fn drain(
+    engine: &Engine,
+    pending: &mut Vec<Alert>,
+    summary: &mut Summary,
+    on_alert: &mut dyn FnMut(&Engine, &Alert),
+) {
     for alert in pending.drain(..) {
         let rule = &engine.rules().all[alert.rule].id;
-        *summary.alerts.entry((rule.clone(), alert.action)).or_default() += 1;
+        *summary
+            .alerts
+            .entry((rule.clone(), alert.action))
+            .or_default() += 1;
         on_alert(engine, &alert);
     }
 }

@@ -17,6 +17,8 @@ import bisect
 import json
 import sys
 
+sys.dont_write_bytecode = True  # keep tests/reference free of __pycache__
+
 import ref_replay as R
 
 
