@@ -59,11 +59,7 @@ impl<'a> AlertRecord<'a> {
             windows: alert
                 .windows
                 .iter()
-                .map(|w| WindowRecord {
-                    from: format_rfc3339(w.from),
-                    to: format_rfc3339(w.to),
-                    count: w.count,
-                })
+                .map(|w| WindowRecord { from: format_rfc3339(w.from), to: format_rfc3339(w.to), count: w.count })
                 .collect(),
             evidence: alert.evidence.iter().map(|s| s.as_str()).collect(),
             shadow: rule.state == RuleState::Shadow,

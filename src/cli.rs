@@ -36,6 +36,9 @@ enum Command {
         /// Do not print rejected lines (the summary still counts them).
         #[arg(long)]
         quiet: bool,
+        /// Write every rejected line's location and reason to this file (`file:line: reason: text`).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
         /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
         #[arg(long)]
         parse_only: bool,
@@ -76,28 +79,15 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replay {
-            parse_only: true,
-            files,
-            ..
-        } => cmd_parse_only(&files),
-        Command::Replay {
-            rules,
-            until,
-            quiet,
-            files,
-            ..
-        } => cmd_replay(&rules, until.as_deref(), quiet, &files),
+        Command::Replay { parse_only: true, files, .. } => cmd_parse_only(&files),
+        Command::Replay { rules, until, quiet, rejects, files, .. } => {
+            cmd_replay(&rules, until.as_deref(), quiet, rejects.as_deref(), &files)
+        }
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
-        Command::DiffRules {
-            old,
-            new,
-            until,
-            verbose,
-            files,
-        } => parse_until(until.as_deref())
-            .and_then(|until| crate::diff::run(&old, &new, until, verbose, &files)),
+        Command::DiffRules { old, new, until, verbose, files } => {
+            parse_until(until.as_deref()).and_then(|until| crate::diff::run(&old, &new, until, verbose, &files))
+        }
         Command::Gen(opts) => crate::generate::run(&opts),
     };
     match result {
@@ -116,17 +106,12 @@ pub fn load_rules(dir: &Path) -> anyhow::Result<Arc<RuleSet>> {
 }
 
 pub(crate) fn parse_until(until: Option<&str>) -> anyhow::Result<Option<Ts>> {
-    until
-        .map(|u| parse_rfc3339(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}")))
-        .transpose()
+    until.map(|u| parse_rfc3339(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}"))).transpose()
 }
 
 /// Opens every input before reading any, so a missing file stops the command before it prints anything.
 pub(crate) fn open_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
-    files
-        .iter()
-        .map(|f| Input::open(f).with_context(|| format!("{f}: cannot open")))
-        .collect()
+    files.iter().map(|f| Input::open(f).with_context(|| format!("{f}: cannot open"))).collect()
 }
 
 /// Prints at most this many rejected lines; the summary counts them all.
@@ -136,11 +121,19 @@ fn cmd_replay(
     rules: &Path,
     until: Option<&str>,
     quiet: bool,
+    rejects: Option<&Path>,
     files: &[String],
 ) -> anyhow::Result<bool> {
     let rules = load_rules(rules)?;
     let until = parse_until(until)?;
     let inputs = open_inputs(files)?;
+    let mut reject_file = match rejects {
+        Some(path) => Some(io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut reject_error: Option<io::Error> = None;
     let mut engine = Engine::new(rules)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -161,6 +154,12 @@ fn cmd_replay(
             }
         },
         &mut |rejection: &Rejection| {
+            if let Some(file) = &mut reject_file
+                && reject_error.is_none()
+            {
+                let (reason, location) = (rejection.reason, &rejection.location);
+                reject_error = writeln!(file, "{location}: {}: {reason}", reason.as_str()).err();
+            }
             if !quiet && printed < MAX_PRINTED_REJECTS {
                 printed += 1;
                 let _ = writeln!(stderr.lock(), "rejected {rejection}");
@@ -169,6 +168,12 @@ fn cmd_replay(
     )?;
     if let Some(e) = write_error {
         return Err(e).context("writing alerts");
+    }
+    if let Some(e) = reject_error {
+        return Err(e).context("writing rejects");
+    }
+    if let Some(mut file) = reject_file {
+        file.flush().context("writing rejects")?;
     }
     out.flush().context("writing alerts")?;
     let rejected = summary.rejected_total();
@@ -201,14 +206,9 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
     for rule in &rules.all {
         let (what, ratio) = match &rule.measure {
             Measure::Count { .. } => ("count", String::new()),
-            Measure::Surge {
-                ratio_num,
-                ratio_den,
-                ..
-            } => (
-                "surge",
-                format!(", guard cur*{ratio_den} >= prev*{ratio_num}"),
-            ),
+            Measure::Surge { ratio_num, ratio_den, .. } => {
+                ("surge", format!(", guard cur*{ratio_den} >= prev*{ratio_num}"))
+            }
         };
         let kinds: Vec<&str> = rule.measure.kinds().iter().map(|k| k.as_str()).collect();
         writeln!(
@@ -223,14 +223,9 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
             kinds.join("+"),
             rule.measure.window() / crate::time::DAY,
         )?;
-        writeln!(
-            text,
-            "  class         {}",
-            Action::ALL.map(|a| format!("{a:>10}")).join("")
-        )?;
+        writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
         for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
-            let row = rule.thresholds[slot]
-                .map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
+            let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
             writeln!(text, "  {name:<13} {}", row.join(""))?;
         }
     }

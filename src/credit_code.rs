@@ -10,9 +10,7 @@ use std::fmt;
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// Weights of positions 1..=17 (3^(i-1) mod 31).
-const WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// Length of a credit code.
 pub const LEN: usize = 18;
@@ -80,8 +78,7 @@ impl EntityKey {
 
     /// The code as its 18 ASCII characters.
     pub fn to_bytes(self) -> [u8; LEN] {
-        let packed =
-            u128::from(self.0[0]) << 60 | u128::from(self.0[1]) << 32 | u128::from(self.0[2]);
+        let packed = u128::from(self.0[0]) << 60 | u128::from(self.0[1]) << 32 | u128::from(self.0[2]);
         let mut out = [0u8; LEN];
         for (i, slot) in out.iter_mut().enumerate() {
             let shift = 5 * (LEN - 1 - i);
@@ -118,11 +115,7 @@ mod tests {
     #[test]
     fn known_codes_validate() {
         // Published codes (check characters computed by GB 32100-2015).
-        for code in [
-            "91350100M000100Y43",
-            "91110000802100433B",
-            "911100001000080343",
-        ] {
+        for code in ["91350100M000100Y43", "91110000802100433B", "911100001000080343"] {
             let key = EntityKey::parse(code).unwrap_or_else(|| panic!("{code} refused"));
             assert_eq!(key.to_string(), code);
         }
@@ -130,18 +123,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_codes() {
-        assert!(
-            EntityKey::parse("91350100M000100Y44").is_none(),
-            "wrong check char"
-        );
-        assert!(
-            EntityKey::parse("91350100m000100Y43").is_none(),
-            "lower case"
-        );
-        assert!(
-            EntityKey::parse("91350100I000100Y43").is_none(),
-            "I is not in the alphabet"
-        );
+        assert!(EntityKey::parse("91350100M000100Y44").is_none(), "wrong check char");
+        assert!(EntityKey::parse("91350100m000100Y43").is_none(), "lower case");
+        assert!(EntityKey::parse("91350100I000100Y43").is_none(), "I is not in the alphabet");
         assert!(EntityKey::parse("91350100M000100Y4").is_none(), "17 chars");
         assert!(EntityKey::parse("").is_none());
     }

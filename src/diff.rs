@@ -15,11 +15,7 @@ use crate::time::{Ts, format_rfc3339};
 
 type Key = (Ts, String, String); // (at, entity, rule)
 
-fn alerts(
-    rules: &Path,
-    inputs: Vec<Input>,
-    until: Option<Ts>,
-) -> anyhow::Result<BTreeMap<Key, Action>> {
+fn alerts(rules: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result<BTreeMap<Key, Action>> {
     let mut engine = Engine::new(load_rules(rules)?)?;
     let mut out = BTreeMap::new();
     replay(
@@ -27,14 +23,7 @@ fn alerts(
         inputs,
         until,
         &mut |engine, a| {
-            out.insert(
-                (
-                    a.at,
-                    a.entity.to_string(),
-                    engine.rules().all[a.rule].id.clone(),
-                ),
-                a.action,
-            );
+            out.insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
         },
         &mut |_| {},
     )?;
@@ -69,13 +58,7 @@ fn compare(old: &BTreeMap<Key, Action>, new: &BTreeMap<Key, Action>) -> RuleDiff
 }
 
 /// Runs the back-test and prints the report; true when it ran.
-pub fn run(
-    old: &Path,
-    new: &Path,
-    until: Option<Ts>,
-    verbose: bool,
-    files: &[String],
-) -> anyhow::Result<bool> {
+pub fn run(old: &Path, new: &Path, until: Option<Ts>, verbose: bool, files: &[String]) -> anyhow::Result<bool> {
     // Read stdin once: both replays need the same bytes.
     let stdin_bytes = if files.iter().any(|f| f == "-") {
         let mut buf = Vec::new();
@@ -153,16 +136,8 @@ mod tests {
     #[test]
     fn classifies_differences() {
         let k = |t: Ts| (t, "E".to_string(), "r".to_string());
-        let old = BTreeMap::from([
-            (k(1), Action::Remind),
-            (k(2), Action::Warn),
-            (k(3), Action::Warn),
-        ]);
-        let new = BTreeMap::from([
-            (k(2), Action::Warn),
-            (k(3), Action::Inspect),
-            (k(4), Action::Remind),
-        ]);
+        let old = BTreeMap::from([(k(1), Action::Remind), (k(2), Action::Warn), (k(3), Action::Warn)]);
+        let new = BTreeMap::from([(k(2), Action::Warn), (k(3), Action::Inspect), (k(4), Action::Remind)]);
         let d = compare(&old, &new);
         assert_eq!(d.appeared, vec![(k(4), Action::Remind)]);
         assert_eq!(d.disappeared, vec![(k(1), Action::Remind)]);

@@ -19,9 +19,7 @@ pub const MAX_LINE_BYTES: usize = 65_536;
 pub const MAX_EVENT_ID_CHARS: usize = 256;
 
 /// The seven event kinds of SPEC.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     AddressChange,
@@ -70,9 +68,7 @@ impl Kind {
 }
 
 /// A credit-risk class. Unclassified entities have none.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Class {
     A,
     B,
@@ -169,14 +165,9 @@ impl fmt::Display for Reason {
             Reason::RepeatedKey => f.write_str("an object has a repeated key"),
             Reason::MissingField(name) => write!(f, "required field `{name}` missing or null"),
             Reason::WrongType(name) => write!(f, "field `{name}` has the wrong type"),
-            Reason::BadEventId => write!(
-                f,
-                "`event_id` empty or longer than {MAX_EVENT_ID_CHARS} characters"
-            ),
+            Reason::BadEventId => write!(f, "`event_id` empty or longer than {MAX_EVENT_ID_CHARS} characters"),
             Reason::UnknownKind => f.write_str("unknown `kind`"),
-            Reason::BadCreditCode => {
-                f.write_str("`entity_id` is not a valid unified social credit code")
-            }
+            Reason::BadCreditCode => f.write_str("`entity_id` is not a valid unified social credit code"),
             Reason::BadTime => f.write_str("`occurred_at` is not an RFC 3339 time"),
             Reason::BadClass => f.write_str("classification without `data.class` in A B C D"),
         }
@@ -187,27 +178,16 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A line of a file (1-based); `-` is stdin.
-    File {
-        file: std::sync::Arc<str>,
-        line: u64,
-    },
+    File { file: std::sync::Arc<str>, line: u64 },
     /// A Kafka message.
-    Kafka {
-        topic: std::sync::Arc<str>,
-        partition: i32,
-        offset: i64,
-    },
+    Kafka { topic: std::sync::Arc<str>, partition: i32, offset: i64 },
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::File { file, line } => write!(f, "{file}:{line}"),
-            Location::Kafka {
-                topic,
-                partition,
-                offset,
-            } => write!(f, "{topic}/{partition}/{offset}"),
+            Location::Kafka { topic, partition, offset } => write!(f, "{topic}/{partition}/{offset}"),
         }
     }
 }
@@ -231,12 +211,10 @@ pub fn decode(line: &[u8]) -> Result<Event, Reason> {
     }
     let repeated = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = TopSeed {
-        repeated: &repeated,
-    }
-    .deserialize(&mut de)
-    .and_then(|top| de.end().map(|()| top))
-    .map_err(|_| Reason::NotJson)?;
+    let top = TopSeed { repeated: &repeated }
+        .deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|_| Reason::NotJson)?;
     if repeated.get() {
         return Err(Reason::RepeatedKey);
     }
@@ -288,9 +266,7 @@ impl RawEvent<'_> {
         if !matches!(self.data, Val::Missing | Val::Null | Val::Object) {
             return Err(Reason::WrongType("data"));
         }
-        if id.is_empty()
-            || (id.len() > MAX_EVENT_ID_CHARS && id.chars().count() > MAX_EVENT_ID_CHARS)
-        {
+        if id.is_empty() || (id.len() > MAX_EVENT_ID_CHARS && id.chars().count() > MAX_EVENT_ID_CHARS) {
             return Err(Reason::BadEventId);
         }
         let kind = Kind::parse(kind).ok_or(Reason::UnknownKind)?;
@@ -301,13 +277,7 @@ impl RawEvent<'_> {
             (Kind::Classification, _) => return Err(Reason::BadClass),
             _ => None,
         };
-        Ok(Event {
-            id: CompactString::from(id),
-            entity,
-            kind,
-            at,
-            class,
-        })
+        Ok(Event { id: CompactString::from(id), entity, kind, at, class })
     }
 }
 
@@ -399,10 +369,7 @@ impl<'de> Visitor<'de> for WalkSeed<'_> {
         Ok((Val::Str(Cow::Owned(v.to_owned())), Val::Missing))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let inner = WalkSeed {
-            repeated: self.repeated,
-            class_of_data: false,
-        };
+        let inner = WalkSeed { repeated: self.repeated, class_of_data: false };
         while seq.next_element_seed(WalkSeed { ..inner })?.is_some() {}
         Ok((Val::Other, Val::Missing))
     }
@@ -414,10 +381,7 @@ impl<'de> Visitor<'de> for WalkSeed<'_> {
             if !keys.insert(key) {
                 self.repeated.set(true);
             }
-            let (value, _) = map.next_value_seed(WalkSeed {
-                repeated: self.repeated,
-                class_of_data: false,
-            })?;
+            let (value, _) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: false })?;
             if is_class {
                 class = value;
             }
@@ -462,11 +426,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         Ok(None)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        WalkSeed {
-            repeated: self.repeated,
-            class_of_data: false,
-        }
-        .visit_seq(seq)?;
+        WalkSeed { repeated: self.repeated, class_of_data: false }.visit_seq(seq)?;
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -483,10 +443,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 "data" => Some(&mut raw.data),
                 _ => None,
             };
-            let (value, class) = map.next_value_seed(WalkSeed {
-                repeated: self.repeated,
-                class_of_data: is_data,
-            })?;
+            let (value, class) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: is_data })?;
             if let Some(slot) = slot {
                 *slot = value;
             }
@@ -520,23 +477,13 @@ mod tests {
     #[test]
     fn decodes_every_kind() {
         for kind in Kind::ALL {
-            let extra = if kind == Kind::Classification {
-                r#","data":{"class":"B"}"#
-            } else {
-                ""
-            };
+            let extra = if kind == Kind::Classification { r#","data":{"class":"B"}"# } else { "" };
             let ev = decode(ok_line(kind.as_str(), extra).as_bytes()).unwrap();
             assert_eq!(ev.kind, kind);
             assert_eq!(ev.at, 1_740_792_600);
             assert_eq!(ev.entity.to_string(), CODE);
         }
-        let ev = decode(
-            ok_line(
-                "classification",
-                r#","data":{"class":"D","x":[1,{"y":2}]},"source":null"#,
-            )
-            .as_bytes(),
-        );
+        let ev = decode(ok_line("classification", r#","data":{"class":"D","x":[1,{"y":2}]},"source":null"#).as_bytes());
         assert_eq!(ev.unwrap().class, Some(Class::D));
     }
 
@@ -553,9 +500,25 @@ mod tests {
             (ok_line("penalty", r#","event_id":"e2""#).into_bytes(), Reason::RepeatedKey),
             (ok_line("penalty", r#","data":{"a":1,"\u0061":2}"#).into_bytes(), Reason::RepeatedKey),
             (ok_line("penalty", r#","x":[{"a":1,"a":1}]"#).into_bytes(), Reason::RepeatedKey),
-            (line(&format!(r#""entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::MissingField("event_id")),
-            (line(&format!(r#""event_id":null,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::MissingField("event_id")),
-            (line(&format!(r#""event_id":1,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#)).into_bytes(), Reason::WrongType("event_id")),
+            (
+                line(&format!(r#""entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#))
+                    .into_bytes(),
+                Reason::MissingField("event_id"),
+            ),
+            (
+                line(&format!(
+                    r#""event_id":null,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#
+                ))
+                .into_bytes(),
+                Reason::MissingField("event_id"),
+            ),
+            (
+                line(&format!(
+                    r#""event_id":1,"entity_id":"{CODE}","kind":"penalty","occurred_at":"2025-03-01T09:30:00Z""#
+                ))
+                .into_bytes(),
+                Reason::WrongType("event_id"),
+            ),
             (ok_line("penalty", r#","source":5"#).into_bytes(), Reason::WrongType("source")),
             (ok_line("penalty", r#","data":"x""#).into_bytes(), Reason::WrongType("data")),
             (ok_line("fraud", "").into_bytes(), Reason::UnknownKind),
@@ -564,18 +527,15 @@ mod tests {
             (ok_line("classification", r#","data":{"class":"E"}"#).into_bytes(), Reason::BadClass),
             (ok_line("classification", "").into_bytes(), Reason::BadClass),
             (ok_line("penalty", "").replace("\"e1\"", "\"\"").into_bytes(), Reason::BadEventId),
-            (ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(257))).into_bytes(), Reason::BadEventId),
+            (
+                ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(257))).into_bytes(),
+                Reason::BadEventId,
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                decode(&input),
-                Err(want),
-                "{}",
-                String::from_utf8_lossy(&input)
-            );
+            assert_eq!(decode(&input), Err(want), "{}", String::from_utf8_lossy(&input));
         }
-        let long_but_ok =
-            ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(256)));
+        let long_but_ok = ok_line("penalty", "").replace("\"e1\"", &format!("\"{}\"", "é".repeat(256)));
         assert!(decode(long_but_ok.as_bytes()).is_ok());
     }
 }

@@ -48,9 +48,7 @@ pub struct GenOptions {
 }
 
 /// Administrative division codes of Jiangxi used for regions (渝水区 first).
-const REGIONS: [&str; 8] = [
-    "360502", "360521", "360102", "360103", "360111", "360202", "360302", "360402",
-];
+const REGIONS: [&str; 8] = ["360502", "360521", "360102", "360103", "360111", "360202", "360302", "360402"];
 const DOMAINS: [&str; 4] = ["general", "food", "drug", "special_equipment"];
 const INDUSTRIES: [&str; 6] = ["F5212", "H6210", "C1391", "F5251", "C3432", "L7212"];
 
@@ -79,9 +77,7 @@ pub fn run(opts: &GenOptions) -> anyhow::Result<bool> {
 fn entity_code(rng: &mut ChaCha8Rng, i: u32) -> String {
     const ORG: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
     let region = REGIONS[i as usize % REGIONS.len()];
-    let org: String = (0..9)
-        .map(|_| ORG[rng.random_range(0..ORG.len())] as char)
-        .collect();
+    let org: String = (0..9).map(|_| ORG[rng.random_range(0..ORG.len())] as char).collect();
     // Composed of alphabet characters only, so a check character always exists.
     credit_code::complete(&format!("91{region}{org}")).unwrap_or_default()
 }
@@ -102,35 +98,17 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
 
     let mut plan: Vec<Planned> = Vec::with_capacity(valid_target as usize + 16);
     let push = |plan: &mut Vec<Planned>, at: Ts, entity: u32, kind: Kind, class: u8| {
-        plan.push(Planned {
-            written: at,
-            occurred: at,
-            entity,
-            kind,
-            class,
-        });
+        plan.push(Planned { written: at, occurred: at, entity, kind, class });
     };
     // Master data first: a profile for every entity, a class for most.
     for e in 0..n {
         if plan.len() as u64 >= valid_target {
             break;
         }
-        push(
-            &mut plan,
-            start + rng.random_range(0..DAY),
-            e,
-            Kind::Profile,
-            0,
-        );
+        push(&mut plan, start + rng.random_range(0..DAY), e, Kind::Profile, 0);
         if rng.random_bool(0.8) && (plan.len() as u64) < valid_target {
             let class = [0, 1, 1, 2, 2, 3][rng.random_range(0..6)];
-            push(
-                &mut plan,
-                start + rng.random_range(0..30 * DAY),
-                e,
-                Kind::Classification,
-                class,
-            );
+            push(&mut plan, start + rng.random_range(0..30 * DAY), e, Kind::Classification, class);
         }
     }
     // Bursts: enough events of one kind, close together, to pass every action for any class.
@@ -152,13 +130,7 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
         }
         if rng.random_bool(0.5) && (plan.len() as u64) < valid_target {
             // A class change in the middle of the burst moves the thresholds.
-            push(
-                &mut plan,
-                at0 + spread / 2,
-                e,
-                Kind::Classification,
-                rng.random_range(0..4),
-            );
+            push(&mut plan, at0 + spread / 2, e, Kind::Classification, rng.random_range(0..4));
         }
     }
     // Background activity, skewed over entities (entity index ~ n * u^3).
@@ -173,13 +145,7 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
             85..97 => Kind::Lawsuit,
             _ => Kind::Classification,
         };
-        push(
-            &mut plan,
-            start + rng.random_range(0..span),
-            e,
-            kind,
-            rng.random_range(0..4),
-        );
+        push(&mut plan, start + rng.random_range(0..span), e, kind, rng.random_range(0..4));
     }
     for p in &mut plan {
         if p.kind != Kind::Profile && rng.random_bool(opts.late.clamp(0.0, 1.0)) {
@@ -191,11 +157,7 @@ pub fn generate(opts: &GenOptions, out: &mut impl Write) -> io::Result<()> {
     let mut line = String::with_capacity(512);
     let mut written: Vec<u32> = Vec::new(); // indices into plan of lines already written, for duplicates
     let extra = target.saturating_sub(plan.len() as u64);
-    let share_dup = if opts.bad + opts.duplicates > 0.0 {
-        opts.duplicates / (opts.bad + opts.duplicates)
-    } else {
-        0.0
-    };
+    let share_dup = if opts.bad + opts.duplicates > 0.0 { opts.duplicates / (opts.bad + opts.duplicates) } else { 0.0 };
     let mut extras_left = extra;
     for (i, p) in plan.iter().enumerate() {
         format_event(&mut line, p, i as u64, &codes, &mut rng);
@@ -223,13 +185,7 @@ fn format_time(t: Ts, out: &mut String) {
     let local = t + 8 * 3600;
     let (days, secs) = (local.div_euclid(DAY), local.rem_euclid(DAY));
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs % 3600 / 60, secs % 60);
 }
 
 fn format_event(line: &mut String, p: &Planned, seq: u64, codes: &[String], rng: &mut ChaCha8Rng) {
@@ -252,11 +208,7 @@ fn format_event(line: &mut String, p: &Planned, seq: u64, codes: &[String], rng:
     let _ = write!(line, r#"","source":"{source}""#);
     match p.kind {
         Kind::Classification => {
-            let _ = write!(
-                line,
-                r#","data":{{"class":"{}"}}"#,
-                ["A", "B", "C", "D"][usize::from(p.class & 3)]
-            );
+            let _ = write!(line, r#","data":{{"class":"{}"}}"#, ["A", "B", "C", "D"][usize::from(p.class & 3)]);
         }
         Kind::Profile => {
             let e = p.entity as usize;
@@ -290,9 +242,7 @@ fn bad_line(codes: &[String], rng: &mut ChaCha8Rng) -> Vec<u8> {
         0 => line.push_str(r#"{"event_id": "#),
         1 => line.push_str("[1,2,3]"),
         2 => line.push_str("   "),
-        3 => line.push_str(&format!(
-            r#"{{"event_id":{qid},"kind":"penalty","occurred_at":"{at}"}}"#
-        )),
+        3 => line.push_str(&format!(r#"{{"event_id":{qid},"kind":"penalty","occurred_at":"{at}"}}"#)),
         4 => ok(line, "42", code, "penalty", at, ""),
         5 => ok(line, &qid, code, "fraud", at, ""),
         6 => {
@@ -302,22 +252,8 @@ fn bad_line(codes: &[String], rng: &mut ChaCha8Rng) -> Vec<u8> {
             ok(line, &qid, &wrong, "penalty", at, "");
         }
         7 => ok(line, &qid, &code.to_lowercase(), "complaint", at, ""),
-        8 => ok(
-            line,
-            &qid,
-            code,
-            "complaint",
-            "2023-02-29T10:00:00+08:00",
-            "",
-        ),
-        9 => ok(
-            line,
-            &qid,
-            code,
-            "classification",
-            at,
-            r#","data":{"class":"E"}"#,
-        ),
+        8 => ok(line, &qid, code, "complaint", "2023-02-29T10:00:00+08:00", ""),
+        9 => ok(line, &qid, code, "classification", at, r#","data":{"class":"E"}"#),
         10 => ok(line, &qid, code, "lawsuit", at, r#","kind":"lawsuit""#),
         11 => {
             // A Latin-1 byte where UTF-8 is required.
@@ -331,14 +267,7 @@ fn bad_line(codes: &[String], rng: &mut ChaCha8Rng) -> Vec<u8> {
         }
         _ => {
             if rng.random_bool(0.01) {
-                ok(
-                    line,
-                    &qid,
-                    code,
-                    "penalty",
-                    at,
-                    &format!(r#","data":{{"pad":"{}"}}"#, "x".repeat(70_000)),
-                );
+                ok(line, &qid, code, "penalty", at, &format!(r#","data":{{"pad":"{}"}}"#, "x".repeat(70_000)));
             } else {
                 ok(line, &qid, code, "penalty", "2024-06-01 10:00:00", "");
             }

@@ -23,11 +23,7 @@ pub struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     pub fn new(inner: R) -> Lines<R> {
-        Lines {
-            inner,
-            buf: Vec::with_capacity(4096),
-            number: 0,
-        }
+        Lines { inner, buf: Vec::with_capacity(4096), number: 0 }
     }
 
     /// The next line, `None` at the end. A final line without `\n` is a line; nothing after a final `\n` is.
@@ -66,11 +62,7 @@ impl<R: BufRead> Lines<R> {
             }
         }
         self.number += 1;
-        Ok(Some(if too_long {
-            Line::TooLong
-        } else {
-            Line::Text(&self.buf)
-        }))
+        Ok(Some(if too_long { Line::TooLong } else { Line::Text(&self.buf) }))
     }
 }
 
@@ -92,10 +84,7 @@ mod tests {
 
     #[test]
     fn splits_like_spec() {
-        assert_eq!(
-            all(b"a\n\nb"),
-            vec![Ok(b"a".to_vec()), Ok(vec![]), Ok(b"b".to_vec())]
-        );
+        assert_eq!(all(b"a\n\nb"), vec![Ok(b"a".to_vec()), Ok(vec![]), Ok(b"b".to_vec())]);
         assert_eq!(all(b"a\n"), vec![Ok(b"a".to_vec())]);
         assert!(all(b"").is_empty());
         let mut big = vec![b'x'; MAX_LINE_BYTES];

@@ -67,23 +67,14 @@ impl Input {
         let reader: Box<dyn BufRead + Send> = if path == "-" {
             Box::new(io::BufReader::with_capacity(1 << 20, io::stdin()))
         } else {
-            Box::new(io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(path)?,
-            ))
+            Box::new(io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
         };
-        Ok(Input {
-            name: path.into(),
-            reader,
-        })
+        Ok(Input { name: path.into(), reader })
     }
 
     /// An in-memory input (tests, rule tests).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Input {
-        Input {
-            name: name.into(),
-            reader: Box::new(io::Cursor::new(bytes)),
-        }
+        Input { name: name.into(), reader: Box::new(io::Cursor::new(bytes)) }
     }
 }
 
@@ -112,25 +103,12 @@ fn read_inputs(inputs: Vec<Input>, tx: mpsc::SyncSender<Batch>) -> io::Result<()
             items.push((lines.number, decoded));
             if items.len() == BATCH_LINES {
                 let full = std::mem::replace(&mut items, Vec::with_capacity(BATCH_LINES));
-                if tx
-                    .send(Batch {
-                        file: input.name.clone(),
-                        items: full,
-                    })
-                    .is_err()
-                {
+                if tx.send(Batch { file: input.name.clone(), items: full }).is_err() {
                     return Ok(());
                 }
             }
         }
-        if !items.is_empty()
-            && tx
-                .send(Batch {
-                    file: input.name.clone(),
-                    items,
-                })
-                .is_err()
-        {
+        if !items.is_empty() && tx.send(Batch { file: input.name.clone(), items }).is_err() {
             return Ok(());
         }
     }
@@ -167,10 +145,7 @@ pub fn replay(
                     },
                     Err(reason) => {
                         *summary.rejected.entry(reason.as_str()).or_default() += 1;
-                        let location = Location::File {
-                            file: batch.file.clone(),
-                            line: number,
-                        };
+                        let location = Location::File { file: batch.file.clone(), line: number };
                         on_reject(&Rejection { location, reason });
                     }
                 }
@@ -179,9 +154,7 @@ pub fn replay(
                 }
             }
         }
-        reader
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")))
+        reader.join().unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")))
     })?;
     engine.finish(until, &mut |a| pending.push(a));
     drain(engine, &mut pending, &mut summary, on_alert);
@@ -208,18 +181,10 @@ pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
     Ok(summary)
 }
 
-fn drain(
-    engine: &Engine,
-    pending: &mut Vec<Alert>,
-    summary: &mut Summary,
-    on_alert: &mut dyn FnMut(&Engine, &Alert),
-) {
+fn drain(engine: &Engine, pending: &mut Vec<Alert>, summary: &mut Summary, on_alert: &mut dyn FnMut(&Engine, &Alert)) {
     for alert in pending.drain(..) {
         let rule = &engine.rules().all[alert.rule].id;
-        *summary
-            .alerts
-            .entry((rule.clone(), alert.action))
-            .or_default() += 1;
+        *summary.alerts.entry((rule.clone(), alert.action)).or_default() += 1;
         on_alert(engine, &alert);
     }
 }

@@ -122,14 +122,7 @@ impl Seen {
     fn line(&self) -> String {
         format!(
             "{} {} {} {} (previous {}, value {}, threshold {}, class {})",
-            self.at,
-            self.entity,
-            self.rule,
-            self.action,
-            self.previous,
-            self.value,
-            self.threshold,
-            self.class
+            self.at, self.entity, self.rule, self.action, self.previous, self.value, self.threshold, self.class
         )
     }
 }
@@ -140,11 +133,7 @@ impl Expect {
         at_ok
             && self.rule == seen.rule
             && self.action == seen.action
-            && self
-                .entity
-                .as_deref()
-                .or(default_entity)
-                .is_none_or(|e| e == seen.entity)
+            && self.entity.as_deref().or(default_entity).is_none_or(|e| e == seen.entity)
             && self.previous.as_ref().is_none_or(|p| *p == seen.previous)
             && self.value.is_none_or(|v| v == seen.value)
             && self.threshold.is_none_or(|t| t == seen.threshold)
@@ -185,11 +174,7 @@ impl Expect {
 
 /// The JSON line of a table event.
 fn event_line(t: &EventTable, n: usize, default_entity: Option<&str>) -> anyhow::Result<String> {
-    let entity = t
-        .entity
-        .as_deref()
-        .or(default_entity)
-        .context("event without `entity` and no default `entity`")?;
+    let entity = t.entity.as_deref().or(default_entity).context("event without `entity` and no default `entity`")?;
     let id = t.id.clone().unwrap_or_else(|| format!("ev-{n}"));
     let mut v = serde_json::json!({ "event_id": id, "entity_id": entity, "kind": t.kind, "occurred_at": t.at });
     if let Some(class) = &t.class {
@@ -200,12 +185,9 @@ fn event_line(t: &EventTable, n: usize, default_entity: Option<&str>) -> anyhow:
 
 /// Runs one test file; returns the report and whether every case passed.
 pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let file: TestFile = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map_or(1, |s| text[..s.start].matches('\n').count() + 1);
+        let line = e.span().map_or(1, |s| text[..s.start].matches('\n').count() + 1);
         anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
     })?;
     let rules_path = path.parent().unwrap_or(Path::new(".")).join(&file.rules);
@@ -229,9 +211,7 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
             .until
             .as_deref()
             .map(|u| {
-                parse_rfc3339(u).map_err(|e| {
-                    anyhow::anyhow!("{}: test {:?}: until: {e}", path.display(), case.name)
-                })
+                parse_rfc3339(u).map_err(|e| anyhow::anyhow!("{}: test {:?}: until: {e}", path.display(), case.name))
             })
             .transpose()?;
         let mut engine = Engine::new(rules.clone())?;
@@ -243,12 +223,8 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
             &mut |engine, alert| seen.push(Seen::new(alert, engine.rules())),
             &mut |_| {},
         )?;
-        let ok = seen.len() == case.expect.len()
-            && case
-                .expect
-                .iter()
-                .zip(&seen)
-                .all(|(e, s)| e.matches(s, default_entity));
+        let ok =
+            seen.len() == case.expect.len() && case.expect.iter().zip(&seen).all(|(e, s)| e.matches(s, default_entity));
         if ok {
             let _ = writeln!(report, "  ok    {}", case.name);
         } else {
@@ -287,10 +263,7 @@ fn diff(report: &mut String, expect: &[Expect], seen: &[Seen], default_entity: O
             i += 1;
         }
     }
-    let _ = writeln!(
-        report,
-        "        (- expected but not raised, + raised but not expected)"
-    );
+    let _ = writeln!(report, "        (- expected but not raised, + raised but not expected)");
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -301,10 +274,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
             .collect();
         entries.sort();
         for entry in entries {
-            let is_test = entry
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".test.toml"));
+            let is_test = entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".test.toml"));
             if entry.is_dir() || is_test {
                 collect(&entry, out)?;
             }
@@ -327,20 +297,9 @@ pub fn run_files(paths: &[PathBuf]) -> anyhow::Result<bool> {
     let mut all_ok = true;
     for file in &files {
         let (report, ok) = run_file(file)?;
-        println!(
-            "{}: {}\n{report}",
-            file.display(),
-            if ok { "PASS" } else { "FAIL" }
-        );
+        println!("{}: {}\n{report}", file.display(), if ok { "PASS" } else { "FAIL" });
         all_ok &= ok;
     }
-    println!(
-        "{}",
-        if all_ok {
-            "all rule tests passed"
-        } else {
-            "rule tests FAILED"
-        }
-    );
+    println!("{}", if all_ok { "all rule tests passed" } else { "rule tests FAILED" });
     Ok(all_ok)
 }

@@ -78,12 +78,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Ts, TimeError> {
         return Err(TimeError::Syntax);
     }
     let sep = |i: usize, c: u8| b[i] == c;
-    if !(sep(4, b'-')
-        && sep(7, b'-')
-        && (b[10] == b'T' || b[10] == b't')
-        && sep(13, b':')
-        && sep(16, b':'))
-    {
+    if !(sep(4, b'-') && sep(7, b'-') && (b[10] == b'T' || b[10] == b't') && sep(13, b':') && sep(16, b':')) {
         return Err(TimeError::Syntax);
     }
     let field = |r: std::ops::Range<usize>| digits(&b[r]).ok_or(TimeError::Syntax);
@@ -126,12 +121,7 @@ pub fn parse_rfc3339(s: &str) -> Result<Ts, TimeError> {
 pub fn format_rfc3339(t: Ts) -> String {
     let (days, secs) = (t.div_euclid(DAY), t.rem_euclid(DAY));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 #[cfg(test)]
@@ -144,10 +134,7 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T08:00:00+08:00"), Ok(0));
         assert_eq!(parse_rfc3339("1969-12-31t19:00:00.999-05:00"), Ok(0));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5z"), Ok(1));
-        assert_eq!(
-            parse_rfc3339("2025-03-01T09:30:00+08:00"),
-            Ok(1_740_792_600)
-        );
+        assert_eq!(parse_rfc3339("2025-03-01T09:30:00+08:00"), Ok(1_740_792_600));
     }
 
     #[test]

@@ -257,9 +257,7 @@ impl Engine {
             let before = entity.level(slot);
             if level > before {
                 if let Some(action) = Action::from_level(level) {
-                    sink(alert(
-                        entity, rule_idx, rules, action, before, at, value, class,
-                    ));
+                    sink(alert(entity, rule_idx, rules, action, before, at, value, class));
                 }
             }
             entity.set_level(slot, level);
@@ -300,17 +298,9 @@ fn alert(
     let measure = &rule.measure;
     let w = measure.window();
     let count = |from: Ts, to: Ts| entity.count(measure.kinds(), from, to);
-    let mut windows = vec![Window {
-        from: at - w,
-        to: at,
-        count: count(at - w, at),
-    }];
+    let mut windows = vec![Window { from: at - w, to: at, count: count(at - w, at) }];
     if let Measure::Surge { .. } = measure {
-        windows.push(Window {
-            from: at - 2 * w,
-            to: at - w,
-            count: count(at - 2 * w, at - w),
-        });
+        windows.push(Window { from: at - 2 * w, to: at - w, count: count(at - 2 * w, at - w) });
     }
     Alert {
         entity: entity.key,

@@ -27,12 +27,7 @@ pub(super) struct Rec {
 
 impl Rec {
     pub fn new(event: &Event) -> Rec {
-        Rec {
-            at: event.at,
-            id: event.id.clone(),
-            kind: event.kind,
-            class: event.class,
-        }
+        Rec { at: event.at, id: event.id.clone(), kind: event.kind, class: event.class }
     }
 }
 
@@ -74,16 +69,10 @@ impl Plan {
     pub fn value(&self, entity: &Entity, measure: &Measure, at: Ts) -> i64 {
         match *measure {
             Measure::Count { ref kinds, window } => entity.count(kinds, at - window, at) as i64,
-            Measure::Surge {
-                ref kinds,
-                window,
-                ratio_num,
-                ratio_den,
-            } => {
+            Measure::Surge { ref kinds, window, ratio_num, ratio_den } => {
                 let cur = entity.count(kinds, at - window, at);
                 let prev = entity.count(kinds, at - 2 * window, at - window);
-                let guard = u128::from(cur) * u128::from(ratio_den)
-                    >= u128::from(prev) * u128::from(ratio_num);
+                let guard = u128::from(cur) * u128::from(ratio_den) >= u128::from(prev) * u128::from(ratio_num);
                 if guard { cur as i64 - prev as i64 } else { 0 }
             }
         }
@@ -105,13 +94,7 @@ pub(super) struct Entity {
 
 impl Entity {
     pub fn new(key: EntityKey) -> Entity {
-        Entity {
-            key,
-            levels: 0,
-            due: Ts::MAX,
-            touched: false,
-            recs: Vec::new(),
-        }
+        Entity { key, levels: 0, due: Ts::MAX, touched: false, recs: Vec::new() }
     }
 
     pub fn level(&self, slot: usize) -> u8 {
@@ -129,11 +112,7 @@ impl Entity {
     /// Inserts after every stored event of the same kind and time (arrival order breaks ties).
     pub fn insert(&mut self, rec: Rec) {
         let key = (rec.kind, rec.at);
-        let pos = if self
-            .recs
-            .last()
-            .is_none_or(|last| (last.kind, last.at) <= key)
-        {
+        let pos = if self.recs.last().is_none_or(|last| (last.kind, last.at) <= key) {
             self.recs.len()
         } else {
             self.recs.partition_point(|r| (r.kind, r.at) <= key)
@@ -161,18 +140,12 @@ impl Entity {
 
     /// Events of `kinds` with `from < occurred_at <= to`.
     pub fn count(&self, kinds: &[Kind], from: Ts, to: Ts) -> u64 {
-        kinds
-            .iter()
-            .map(|&k| self.window(k, from, to).len() as u64)
-            .sum()
+        kinds.iter().map(|&k| self.window(k, from, to).len() as u64).sum()
     }
 
     /// Ids of events of `kinds` with `from < occurred_at <= to`, by time then arrival.
     pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<CompactString> {
-        let mut recs: Vec<&Rec> = kinds
-            .iter()
-            .flat_map(|&k| self.window(k, from, to))
-            .collect();
+        let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
         recs.sort_by_key(|r| r.at); // stable: arrival order within a kind is kept
         recs.into_iter().map(|r| r.id.clone()).collect()
     }

@@ -23,16 +23,9 @@ pub const MAX_WINDOW_DAYS: i64 = 36_500;
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    Invalid { path: String, line: usize, message: String },
     #[error("{path}: no rule files (*.toml) found")]
     NoFiles { path: String },
 }
@@ -65,10 +58,7 @@ impl Ratio {
     fn parse(text: &str) -> Result<Ratio, String> {
         let bad = || format!("{text} is not a decimal between 0 and 1000 with at most 6 decimals");
         let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-        if frac.len() > 6
-            || int.is_empty()
-            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-        {
+        if frac.len() > 6 || int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         let den = 10u64.pow(frac.len() as u32);
@@ -169,11 +159,7 @@ struct RawFile {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Parses one rule file's text. `path` is only used in messages.
@@ -186,28 +172,21 @@ pub fn load_str(path: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::with_capacity(raw.rule.len());
     for spanned in &raw.rule {
         let line = line_of(text, spanned.span().start);
-        let rule = build(
-            spanned.get_ref(),
-            raw.class_factors.as_ref(),
-            &format!("{path}:{line}"),
-        )
-        .map_err(|message| RuleError::Invalid {
-            path: path.to_owned(),
-            line,
-            message: format!("rule `{}`: {message}", spanned.get_ref().id),
-        })?;
+        let rule =
+            build(spanned.get_ref(), raw.class_factors.as_ref(), &format!("{path}:{line}")).map_err(|message| {
+                RuleError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    message: format!("rule `{}`: {message}", spanned.get_ref().id),
+                }
+            })?;
         rules.push(rule);
     }
     Ok(rules)
 }
 
 fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
-    if raw.id.is_empty()
-        || !raw
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if raw.id.is_empty() || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err("`id` must be non-empty lower-case letters, digits and `-`".into());
     }
     let names: Vec<String> = match &raw.kind {
@@ -233,9 +212,7 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
         }
     }
     if !(1..=MAX_WINDOW_DAYS).contains(&raw.window_days) {
-        return Err(format!(
-            "`window_days` must be between 1 and {MAX_WINDOW_DAYS}"
-        ));
+        return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
     }
     let window = raw.window_days * DAY;
     let measure = match (raw.kind_of_rule, raw.min_ratio) {
@@ -243,23 +220,14 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
         (RuleType::Count, Some(_)) => {
             return Err("`min_ratio` applies only to `type = \"surge\"`".into());
         }
-        (RuleType::Surge, Some(r)) => Measure::Surge {
-            kinds,
-            window,
-            ratio_num: r.num,
-            ratio_den: r.den,
-        },
+        (RuleType::Surge, Some(r)) => Measure::Surge { kinds, window, ratio_num: r.num, ratio_den: r.den },
         (RuleType::Surge, None) => {
             return Err("a surge rule needs `min_ratio` (e.g. 1.5: cur >= 1.5 * prev)".into());
         }
     };
     let base = raw.thresholds.as_array();
     check_thresholds(&base, "thresholds")?;
-    let factors = raw
-        .class_factors
-        .as_ref()
-        .or(file_factors)
-        .map(RawFactors::as_array);
+    let factors = raw.class_factors.as_ref().or(file_factors).map(RawFactors::as_array);
     let mut thresholds = [[None; 4]; 5];
     for (slot, row) in thresholds.iter_mut().enumerate() {
         let f = factors.map_or(Ratio { num: 1, den: 1 }, |f| f[slot]);
@@ -273,9 +241,7 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
             "D" => Class::D as usize,
             "unclassified" => 4,
             other => {
-                return Err(format!(
-                    "`class_thresholds.{other}`: class must be A, B, C, D or unclassified"
-                ));
+                return Err(format!("`class_thresholds.{other}`: class must be A, B, C, D or unclassified"));
             }
         };
         let row = table.as_array();
@@ -313,9 +279,7 @@ fn check_thresholds(row: &[Option<u64>; 4], what: &str) -> Result<(), String> {
                 return Err(format!("`{what}.{a}` must be at least 1"));
             }
             if t < last {
-                return Err(format!(
-                    "`{what}.{a}` = {t} is below the threshold of a lower action ({last})"
-                ));
+                return Err(format!("`{what}.{a}` = {t} is below the threshold of a lower action ({last})"));
             }
             last = t;
         }
@@ -330,21 +294,12 @@ fn version(id: &str, measure: &Measure, thresholds: &[[Option<u64>; 4]; 5]) -> S
 }
 
 fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuleError> {
-    let io = |source| RuleError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
+    let io = |source| RuleError::Io { path: dir.display().to_string(), source };
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
     entries.sort();
     for path in entries {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if path.is_dir() {
             rule_files(&path, out)?;
         } else if name.ends_with(".toml") && !name.ends_with(".test.toml") {
@@ -363,27 +318,19 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
         rule_files(dir, &mut files)?;
     }
     if files.is_empty() {
-        return Err(RuleError::NoFiles {
-            path: dir.display().to_string(),
-        });
+        return Err(RuleError::NoFiles { path: dir.display().to_string() });
     }
     let mut all: Vec<Rule> = Vec::new();
     for file in &files {
         let path = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|source| RuleError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(file).map_err(|source| RuleError::Io { path: path.clone(), source })?;
         for rule in load_str(&path, &text)? {
             if let Some(other) = all.iter().find(|r| r.id == rule.id) {
                 let (path, line) = split_origin(&rule.origin);
                 return Err(RuleError::Invalid {
                     path,
                     line,
-                    message: format!(
-                        "rule id `{}` is already defined at {}",
-                        rule.id, other.origin
-                    ),
+                    message: format!("rule id `{}` is already defined at {}", rule.id, other.origin),
                 });
             }
             all.push(rule);
@@ -432,27 +379,14 @@ thresholds = { remind = 2, warn = 3, interview = 5, inspect = 8 }
     fn class_factors_scale_exactly() {
         let rules = load_str("x.toml", RULE).unwrap();
         let r = &rules[0];
-        assert_eq!(
-            r.thresholds[Class::A as usize],
-            [Some(4), Some(6), Some(10), Some(16)]
-        );
-        assert_eq!(
-            r.thresholds[Class::B as usize],
-            [Some(3), Some(5), Some(8), Some(12)]
-        );
-        assert_eq!(
-            r.thresholds[Class::D as usize],
-            [Some(1), Some(2), Some(3), Some(4)]
-        );
+        assert_eq!(r.thresholds[Class::A as usize], [Some(4), Some(6), Some(10), Some(16)]);
+        assert_eq!(r.thresholds[Class::B as usize], [Some(3), Some(5), Some(8), Some(12)]);
+        assert_eq!(r.thresholds[Class::D as usize], [Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(r.thresholds[4], [Some(2), Some(3), Some(5), Some(8)]);
         // Two actions sharing a threshold: the higher one applies.
         assert_eq!(r.level(Some(Class::D), 1), 1);
         assert_eq!(effective(1, Ratio { num: 1, den: 2 }), 1);
-        assert_eq!(
-            effective(5, Ratio::parse("1.2").unwrap()),
-            6,
-            "no float drift: 5 * 1.2 is 6"
-        );
+        assert_eq!(effective(5, Ratio::parse("1.2").unwrap()), 6, "no float drift: 5 * 1.2 is 6");
     }
 
     #[test]
@@ -469,12 +403,7 @@ thresholds = { remind = 2, warn = 3, interview = 5, inspect = 8 }
         let bad = RULE.replace("kind = \"penalty\"", "kind = \"profile\"");
         assert!(load_str("x.toml", &bad).is_err());
         let bad = RULE.replace("type = \"count\"", "type = \"surge\"");
-        assert!(
-            load_str("x.toml", &bad)
-                .unwrap_err()
-                .to_string()
-                .contains("min_ratio")
-        );
+        assert!(load_str("x.toml", &bad).unwrap_err().to_string().contains("min_ratio"));
     }
 
     #[test]

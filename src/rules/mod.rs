@@ -14,9 +14,7 @@ use crate::event::{Class, Kind};
 use crate::time::Ts;
 
 /// The four actions, in rising order. A level is `Option<Action>`: `None` is "no action".
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Remind = 1,
@@ -27,12 +25,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, lowest first.
-    pub const ALL: [Action; 4] = [
-        Action::Remind,
-        Action::Warn,
-        Action::Interview,
-        Action::Inspect,
-    ];
+    pub const ALL: [Action; 4] = [Action::Remind, Action::Warn, Action::Interview, Action::Inspect];
 
     /// `remind`, `warn`, `interview` or `inspect`.
     pub fn as_str(self) -> &'static str {
@@ -97,12 +90,7 @@ pub enum Measure {
     Count { kinds: Vec<Kind>, window: Ts },
     /// `cur - prev`: events of `kinds` in the last `window` seconds minus those in the `window` before;
     /// it counts only while `cur * ratio_den >= prev * ratio_num` (the ratio guard), else it is 0.
-    Surge {
-        kinds: Vec<Kind>,
-        window: Ts,
-        ratio_num: u64,
-        ratio_den: u64,
-    },
+    Surge { kinds: Vec<Kind>, window: Ts, ratio_num: u64, ratio_den: u64 },
 }
 
 impl Measure {
@@ -188,12 +176,7 @@ pub struct RuleSet {
 impl RuleSet {
     /// Builds a set from rules, keeping the active ones in order.
     pub fn new(all: Vec<Rule>, files: Vec<PathBuf>) -> RuleSet {
-        let active = all
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.state != RuleState::Disabled)
-            .map(|(i, _)| i)
-            .collect();
+        let active = all.iter().enumerate().filter(|(_, r)| r.state != RuleState::Disabled).map(|(i, _)| i).collect();
         RuleSet { all, active, files }
     }
 
@@ -204,9 +187,6 @@ impl RuleSet {
 
     /// The longest reach of any active rule that counts `kind`, or `None` if none does.
     pub fn reach(&self, kind: Kind) -> Option<Ts> {
-        self.active()
-            .filter(|r| r.measure.kinds().contains(&kind))
-            .map(|r| r.measure.reach())
-            .max()
+        self.active().filter(|r| r.measure.kinds().contains(&kind)).map(|r| r.measure.reach()).max()
     }
 }
