@@ -22,6 +22,10 @@ pub struct Summary {
     pub late: u64,
     /// Alerts by (rule id, action).
     pub alerts: BTreeMap<(String, Action), u64>,
+    /// Entities holding state at the end.
+    pub entities: usize,
+    /// Estimated bytes of engine state at the end.
+    pub state_bytes: usize,
 }
 
 impl Summary {
@@ -44,6 +48,9 @@ impl fmt::Display for Summary {
         )?;
         for (reason, n) in &self.rejected {
             writeln!(f, "  rejected {reason}: {n}")?;
+        }
+        if self.entities > 0 {
+            writeln!(f, "entities with state: {}, state: ~{} MiB", self.entities, self.state_bytes >> 20)?;
         }
         let total: u64 = self.alerts.values().sum();
         writeln!(f, "alerts: {total}")?;
@@ -158,6 +165,8 @@ pub fn replay(
     })?;
     engine.finish(until, &mut |a| pending.push(a));
     drain(engine, &mut pending, &mut summary, on_alert);
+    summary.entities = engine.entities();
+    summary.state_bytes = engine.state_bytes();
     Ok(summary)
 }
 

@@ -16,9 +16,8 @@
 
 mod dedup;
 mod state;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -30,7 +29,8 @@ use crate::rules::{Action, Measure, RuleSet};
 use crate::time::Ts;
 
 pub use dedup::Dedup;
-use state::{Entity, Plan, Rec};
+use state::{Entity, Plan, Rec, Runs};
+use timers::TimerQueue;
 
 /// Most rules the engine evaluates at once (levels are packed 3 bits per rule into a `u64`).
 pub const MAX_ACTIVE_RULES: usize = 21;
@@ -86,7 +86,7 @@ pub struct Engine {
     entities: Vec<Entity>,
     dedup: Dedup,
     /// `(due, entity)`; an entry is live only while `entities[i].due == due` (lazy deletion).
-    timers: BinaryHeap<Reverse<(Ts, u32)>>,
+    timers: TimerQueue,
     now: Option<Ts>,
     /// Entities that received events since the last flush.
     touched: Vec<u32>,
@@ -107,7 +107,7 @@ impl Engine {
             index: HashMap::new(),
             entities: Vec::new(),
             dedup: Dedup::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             now: None,
             touched: Vec::new(),
             batch: Vec::new(),
@@ -197,7 +197,7 @@ impl Engine {
             return;
         }
         self.flush(sink);
-        while let Some(&Reverse((due, _))) = self.timers.peek() {
+        while let Some(due) = self.timers.peek() {
             if due >= to {
                 break;
             }
@@ -221,11 +221,7 @@ impl Engine {
 
     /// Moves the live entries of timers due at or before `at` into `batch`.
     fn pop_due(&mut self, at: Ts) {
-        while let Some(&Reverse((due, idx))) = self.timers.peek() {
-            if due > at {
-                break;
-            }
-            self.timers.pop();
+        while let Some((due, idx)) = self.timers.pop_due(at) {
             let entity = &mut self.entities[idx as usize];
             if entity.due == due {
                 entity.due = Ts::MAX;
@@ -249,43 +245,48 @@ impl Engine {
         let rules = &*self.rules;
         let plan = &self.plan;
         let entity = &mut self.entities[idx as usize];
-        let class = entity.class_at(at);
+        let key = entity.key;
+        let mut levels = entity.levels;
+        let runs = entity.runs();
+        let class = runs.class_at(at);
         for (slot, &rule_idx) in rules.active.iter().enumerate() {
             let rule = &rules.all[rule_idx];
-            let value = plan.value(entity, &rule.measure, at);
-            let level = rule.level(class, value);
-            let before = entity.level(slot);
-            if level > before {
-                if let Some(action) = Action::from_level(level) {
-                    sink(alert(entity, rule_idx, rules, action, before, at, value, class));
-                }
+            let value = plan.value(&runs, &rule.measure, at);
+            let now = rule.level(class, value);
+            let before = state::level(levels, slot);
+            if now > before
+                && let Some(action) = Action::from_level(now)
+            {
+                sink(alert(key, &runs, rule_idx, rules, action, before, at, value, class));
             }
-            entity.set_level(slot, level);
+            levels = state::with_level(levels, slot, now);
         }
+        entity.levels = levels;
         entity.prune(plan, at);
-        let due = entity.next_change(plan, at);
+        let due = entity.runs().next_change(plan, at);
         if due != entity.due {
             entity.due = due;
             if due != Ts::MAX {
-                self.timers.push(Reverse((due, idx)));
+                self.timers.push(due, idx);
             }
         }
     }
 
     /// A rough count of the bytes of state held (for metrics and benchmarks).
     pub fn state_bytes(&self) -> usize {
-        let recs: usize = self.entities.iter().map(|e| e.recs_capacity()).sum();
+        let recs: usize = self.entities.iter().map(Entity::heap_bytes).sum();
         self.entities.capacity() * std::mem::size_of::<Entity>()
             + self.index.capacity() * (std::mem::size_of::<(EntityKey, u32)>() + 1)
-            + recs * std::mem::size_of::<Rec>()
-            + self.timers.capacity() * std::mem::size_of::<(Ts, u32)>()
+            + recs
+            + self.timers.bytes()
             + self.dedup.bytes()
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn alert(
-    entity: &Entity,
+    entity: EntityKey,
+    runs: &Runs<'_>,
     rule_idx: usize,
     rules: &RuleSet,
     action: Action,
@@ -297,13 +298,13 @@ fn alert(
     let rule = &rules.all[rule_idx];
     let measure = &rule.measure;
     let w = measure.window();
-    let count = |from: Ts, to: Ts| entity.count(measure.kinds(), from, to);
+    let count = |from: Ts, to: Ts| runs.count(measure.kinds(), from, to);
     let mut windows = vec![Window { from: at - w, to: at, count: count(at - w, at) }];
     if let Measure::Surge { .. } = measure {
         windows.push(Window { from: at - 2 * w, to: at - w, count: count(at - 2 * w, at - w) });
     }
     Alert {
-        entity: entity.key,
+        entity,
         rule: rule_idx,
         action,
         previous: Action::from_level(before),
@@ -312,7 +313,7 @@ fn alert(
         threshold: rule.threshold(class, action).unwrap_or_default(),
         class,
         windows,
-        evidence: entity.evidence(measure.kinds(), at - measure.reach(), at),
+        evidence: runs.evidence(measure.kinds(), at - measure.reach(), at),
     }
 }
 

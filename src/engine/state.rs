@@ -1,12 +1,16 @@
 //! Per-entity window state.
 //!
-//! An entity keeps one vector of stored events ([`Rec`]), sorted by `(kind, occurred_at)` with ties in
-//! arrival order. Every count is two binary searches in the kind's run; there are no per-rule counters to
-//! keep in step, so a late event, a duplicate-free re-evaluation or a rule with any window is handled by the
-//! same code. Events are dropped once they are older than the longest reach of any rule that counts them;
-//! of the classifications only the one in force (and any still in the future) are kept.
+//! An entity stores the events its rules may still count ([`Rec`]), grouped in one run per kind, each run
+//! sorted by `occurred_at` with ties in arrival order. Every count is two binary searches in a run; there
+//! are no per-rule counters to keep in step, so a late event, a class change or a rule with any window is
+//! handled by the same code. Events are dropped once they are older than the longest reach of any rule
+//! that counts them; of the classifications only the one in force (and any still in the future) are kept.
+//!
+//! Two layouts, chosen by size ([`Store`]): most entities hold a handful of events and keep them in one
+//! vector sorted by `(kind, occurred_at)` (24 bytes plus the events); an entity with many events switches
+//! to one deque per kind, so that an arrival is an append and an expiry a pop, never a shift of the rest.
 
-use std::ops::Range;
+use std::collections::VecDeque;
 
 use compact_str::CompactString;
 
@@ -14,6 +18,13 @@ use crate::credit_code::EntityKey;
 use crate::event::{Class, Event, Kind};
 use crate::rules::{Measure, RuleSet};
 use crate::time::Ts;
+
+/// Kinds that are stored: the five indicators and classifications (profiles are not).
+const RUNS: usize = 6;
+/// An entity switches to the per-kind layout above this many events...
+const LARGE_ABOVE: usize = 64;
+/// ...and back to the compact one below this many.
+const SMALL_BELOW: usize = 16;
 
 /// One stored event.
 #[derive(Debug, Clone)]
@@ -65,77 +76,52 @@ impl Plan {
         kind == Kind::Classification || self.reach[kind as usize].is_some()
     }
 
-    /// The value of `measure` for `entity` at instant `at`.
-    pub fn value(&self, entity: &Entity, measure: &Measure, at: Ts) -> i64 {
+    /// The value of `measure` at instant `at`.
+    pub fn value(&self, runs: &Runs<'_>, measure: &Measure, at: Ts) -> i64 {
         match *measure {
-            Measure::Count { ref kinds, window } => entity.count(kinds, at - window, at) as i64,
+            Measure::Count { ref kinds, window } => runs.count(kinds, at - window, at) as i64,
             Measure::Surge { ref kinds, window, ratio_num, ratio_den } => {
-                let cur = entity.count(kinds, at - window, at);
-                let prev = entity.count(kinds, at - 2 * window, at - window);
+                let cur = runs.count(kinds, at - window, at);
+                let prev = runs.count(kinds, at - 2 * window, at - window);
                 let guard = u128::from(cur) * u128::from(ratio_den) >= u128::from(prev) * u128::from(ratio_num);
                 if guard { cur as i64 - prev as i64 } else { 0 }
             }
         }
     }
-}
 
-/// The state of one entity.
-#[derive(Debug)]
-pub(super) struct Entity {
-    pub key: EntityKey,
-    /// Level per active rule, 3 bits each.
-    levels: u64,
-    /// The instant of this entity's live timer entry, `Ts::MAX` for none.
-    pub due: Ts,
-    /// In the engine's touched list.
-    pub touched: bool,
-    recs: Vec<Rec>,
-}
-
-impl Entity {
-    pub fn new(key: EntityKey) -> Entity {
-        Entity { key, levels: 0, due: Ts::MAX, touched: false, recs: Vec::new() }
-    }
-
-    pub fn level(&self, slot: usize) -> u8 {
-        (self.levels >> (3 * slot) & 7) as u8
-    }
-
-    pub fn set_level(&mut self, slot: usize, level: u8) {
-        self.levels = self.levels & !(7 << (3 * slot)) | u64::from(level) << (3 * slot);
-    }
-
-    pub fn recs_capacity(&self) -> usize {
-        self.recs.capacity()
-    }
-
-    /// Inserts after every stored event of the same kind and time (arrival order breaks ties).
-    pub fn insert(&mut self, rec: Rec) {
-        let key = (rec.kind, rec.at);
-        let pos = if self.recs.last().is_none_or(|last| (last.kind, last.at) <= key) {
-            self.recs.len()
+    /// How many of a run's first events can no longer matter at `at` or later.
+    fn expired(&self, kind: usize, run: &[Rec], at: Ts) -> usize {
+        if kind == Kind::Classification as usize {
+            // Keep the classification in force and any later ones.
+            run.partition_point(|r| r.at <= at).saturating_sub(1)
         } else {
-            self.recs.partition_point(|r| (r.kind, r.at) <= key)
-        };
-        if self.recs.len() == self.recs.capacity() && self.recs.len() < 8 {
-            // Most entities hold a handful of events: grow one at a time rather than doubling.
-            self.recs.reserve_exact(1);
+            match self.reach[kind] {
+                Some(reach) => run.partition_point(|r| r.at + reach <= at),
+                None => run.len(),
+            }
         }
-        self.recs.insert(pos, rec);
     }
+}
 
-    fn segment(&self, kind: Kind) -> Range<usize> {
-        let start = self.recs.partition_point(|r| r.kind < kind);
-        let end = start + self.recs[start..].partition_point(|r| r.kind == kind);
-        start..end
-    }
+/// The stored events of one entity.
+#[derive(Debug)]
+enum Store {
+    /// Sorted by `(kind, occurred_at)`, arrival order within ties.
+    Small(Vec<Rec>),
+    /// One run per stored kind.
+    Large(Box<[VecDeque<Rec>; RUNS]>),
+}
 
+/// A read-only view of an entity's runs, one slice per stored kind.
+pub(super) struct Runs<'a>([&'a [Rec]; RUNS]);
+
+impl Runs<'_> {
     /// The stored events of `kind` with `from < at <= to`.
     fn window(&self, kind: Kind, from: Ts, to: Ts) -> &[Rec] {
-        let run = &self.recs[self.segment(kind)];
+        let run = self.0.get(kind as usize).copied().unwrap_or_default();
         let lo = run.partition_point(|r| r.at <= from);
-        let hi = run.partition_point(|r| r.at <= to);
-        &run[lo..hi.max(lo)]
+        let hi = run.partition_point(|r| r.at <= to).max(lo);
+        &run[lo..hi]
     }
 
     /// Events of `kinds` with `from < occurred_at <= to`.
@@ -152,57 +138,210 @@ impl Entity {
 
     /// The class in force at `at`: the latest classification with `occurred_at <= at` (the later read wins a tie).
     pub fn class_at(&self, at: Ts) -> Option<Class> {
-        let run = &self.recs[self.segment(Kind::Classification)];
+        let run = self.0[Kind::Classification as usize];
         let n = run.partition_point(|r| r.at <= at);
         n.checked_sub(1).and_then(|i| run[i].class)
-    }
-
-    /// Drops what can no longer matter at `at` or later.
-    pub fn prune(&mut self, plan: &Plan, at: Ts) {
-        let mut cut: Vec<Range<usize>> = Vec::new();
-        for kind in Kind::ALL {
-            let seg = self.segment(kind);
-            if seg.is_empty() {
-                continue;
-            }
-            let run = &self.recs[seg.clone()];
-            let n = if kind == Kind::Classification {
-                // Keep the classification in force and any later ones.
-                run.partition_point(|r| r.at <= at).saturating_sub(1)
-            } else {
-                match plan.reach[kind as usize] {
-                    Some(reach) => run.partition_point(|r| r.at + reach <= at),
-                    None => run.len(),
-                }
-            };
-            if n > 0 {
-                cut.push(seg.start..seg.start + n);
-            }
-        }
-        for range in cut.into_iter().rev() {
-            self.recs.drain(range);
-        }
-        if self.recs.capacity() > 2 * self.recs.len() + 4 {
-            self.recs.shrink_to_fit();
-        }
     }
 
     /// The first instant after `at` at which a count or the class can change, `Ts::MAX` if none.
     pub fn next_change(&self, plan: &Plan, at: Ts) -> Ts {
         let mut next = Ts::MAX;
-        let mut start = 0;
-        while start < self.recs.len() {
-            let kind = self.recs[start].kind;
-            let end = start + self.recs[start..].partition_point(|r| r.kind == kind);
-            let run = &self.recs[start..end];
-            for &off in &plan.offsets[kind as usize] {
+        for (kind, run) in self.0.iter().enumerate() {
+            for &off in &plan.offsets[kind] {
                 let i = run.partition_point(|r| r.at + off <= at);
                 if let Some(r) = run.get(i) {
                     next = next.min(r.at + off);
                 }
             }
-            start = end;
         }
         next
+    }
+}
+
+/// The state of one entity.
+#[derive(Debug)]
+pub(super) struct Entity {
+    pub key: EntityKey,
+    /// Level per active rule, 3 bits each.
+    pub levels: u64,
+    /// The instant of this entity's live timer entry, `Ts::MAX` for none.
+    pub due: Ts,
+    /// In the engine's touched list.
+    pub touched: bool,
+    store: Store,
+}
+
+/// The level of rule `slot` in packed `levels`.
+pub(super) fn level(levels: u64, slot: usize) -> u8 {
+    (levels >> (3 * slot) & 7) as u8
+}
+
+/// `levels` with rule `slot` set to `level`.
+pub(super) fn with_level(levels: u64, slot: usize, level: u8) -> u64 {
+    levels & !(7 << (3 * slot)) | u64::from(level) << (3 * slot)
+}
+
+/// Where `rec` goes in a run sorted by time: after every event of the same time (arrival order).
+fn position(run: impl Fn(usize) -> Ts, len: usize, at: Ts) -> usize {
+    if len == 0 || run(len - 1) <= at {
+        return len;
+    }
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if run(mid) <= at { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
+impl Entity {
+    pub fn new(key: EntityKey) -> Entity {
+        Entity { key, levels: 0, due: Ts::MAX, touched: false, store: Store::Small(Vec::new()) }
+    }
+
+    /// Events stored.
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Small(v) => v.len(),
+            Store::Large(runs) => runs.iter().map(VecDeque::len).sum(),
+        }
+    }
+
+    /// Heap bytes held by stored events.
+    pub fn heap_bytes(&self) -> usize {
+        let rec = std::mem::size_of::<Rec>();
+        match &self.store {
+            Store::Small(v) => v.capacity() * rec,
+            Store::Large(runs) => runs.iter().map(|r| r.capacity() * rec + 32).sum(),
+        }
+    }
+
+    /// Stores an event of a stored kind.
+    pub fn insert(&mut self, rec: Rec) {
+        match &mut self.store {
+            Store::Small(v) => {
+                let key = (rec.kind, rec.at);
+                let pos = if v.last().is_none_or(|last| (last.kind, last.at) <= key) {
+                    v.len()
+                } else {
+                    v.partition_point(|r| (r.kind, r.at) <= key)
+                };
+                v.insert(pos, rec);
+                if v.len() > LARGE_ABOVE {
+                    let mut runs: Box<[VecDeque<Rec>; RUNS]> = Box::default();
+                    for r in v.drain(..) {
+                        runs[r.kind as usize].push_back(r);
+                    }
+                    self.store = Store::Large(runs);
+                }
+            }
+            Store::Large(runs) => {
+                let run = &mut runs[rec.kind as usize];
+                let pos = position(|i| run[i].at, run.len(), rec.at);
+                run.insert(pos, rec);
+            }
+        }
+    }
+
+    /// A view of the runs (makes the per-kind deques contiguous first).
+    pub fn runs(&mut self) -> Runs<'_> {
+        match &mut self.store {
+            Store::Small(v) => {
+                let mut slices: [&[Rec]; RUNS] = [&[]; RUNS];
+                let mut rest: &[Rec] = v;
+                for (kind, slot) in slices.iter_mut().enumerate() {
+                    let n = rest.partition_point(|r| (r.kind as usize) <= kind);
+                    let (run, tail) = rest.split_at(n);
+                    *slot = run;
+                    rest = tail;
+                }
+                Runs(slices)
+            }
+            Store::Large(runs) => {
+                let [a, b, c, d, e, f] = &mut **runs;
+                Runs([a, b, c, d, e, f].map(|r| &*r.make_contiguous()))
+            }
+        }
+    }
+
+    /// Drops what can no longer matter at `at` or later.
+    pub fn prune(&mut self, plan: &Plan, at: Ts) {
+        match &mut self.store {
+            Store::Small(v) => {
+                // The kept part of each run, then compaction in place (garbage moves behind `w`).
+                let mut keep = [(0usize, 0usize); RUNS];
+                let (mut start, mut runs, mut any) = (0, 0, false);
+                while start < v.len() {
+                    let kind = v[start].kind as usize;
+                    let end = start + v[start..].partition_point(|r| r.kind as usize == kind);
+                    let n = plan.expired(kind, &v[start..end], at);
+                    any |= n > 0;
+                    keep[runs] = (start + n, end);
+                    runs += 1;
+                    start = end;
+                }
+                if any {
+                    let mut w = 0;
+                    for &(from, to) in &keep[..runs] {
+                        for i in from..to {
+                            v.swap(w, i);
+                            w += 1;
+                        }
+                    }
+                    v.truncate(w);
+                    if v.capacity() > 2 * v.len() + 4 {
+                        v.shrink_to_fit();
+                    }
+                }
+            }
+            Store::Large(runs) => {
+                for (kind, run) in runs.iter_mut().enumerate() {
+                    let n = plan.expired(kind, run.make_contiguous(), at);
+                    run.drain(..n);
+                    if run.capacity() > 2 * run.len() + 16 {
+                        run.shrink_to_fit();
+                    }
+                }
+                let len: usize = runs.iter().map(VecDeque::len).sum();
+                if len < SMALL_BELOW {
+                    let mut v: Vec<Rec> = Vec::with_capacity(len);
+                    for run in runs.iter_mut() {
+                        v.extend(run.drain(..));
+                    }
+                    self.store = Store::Small(v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: Kind, at: Ts, id: &str) -> Rec {
+        Rec { at, id: id.into(), kind, class: None }
+    }
+
+    #[test]
+    fn both_layouts_keep_time_order_and_arrival_ties() {
+        let key = EntityKey::parse("91350100M000100Y43").unwrap();
+        let mut e = Entity::new(key);
+        // Enough events to switch to the large layout, some late, some tied.
+        for i in 0..100i64 {
+            let at = (i * 7) % 50;
+            e.insert(rec(if i % 2 == 0 { Kind::Penalty } else { Kind::Lawsuit }, at, &format!("e{i}")));
+        }
+        assert!(matches!(e.store, Store::Large(_)));
+        let runs = e.runs();
+        let penalties = runs.window(Kind::Penalty, -1, 100);
+        assert_eq!(penalties.len(), 50);
+        assert!(penalties.windows(2).all(|w| w[0].at <= w[1].at));
+        // Ties keep arrival order: ids at the same time rise in number.
+        for w in penalties.windows(2).filter(|w| w[0].at == w[1].at) {
+            let n = |r: &Rec| r.id[1..].parse::<u32>().unwrap();
+            assert!(n(&w[0]) < n(&w[1]));
+        }
+        assert_eq!(runs.count(&[Kind::Penalty, Kind::Lawsuit], 9, 19), 20);
     }
 }
