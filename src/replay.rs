@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, BufRead};
 use std::sync::{Arc, mpsc};
 
-use crate::engine::{Alert, Engine, Offer};
+use crate::engine::{Alert, Dedup, Engine, Offer};
 use crate::event::{Event, Location, Reason, Rejection, decode};
 use crate::lines::{Line, Lines};
 use crate::rules::Action;
@@ -91,14 +91,29 @@ const BATCH_LINES: usize = 1024;
 /// memory stays bounded at about `BATCH_LINES * CHANNEL_BATCHES` events.
 const CHANNEL_BATCHES: usize = 16;
 
+/// A line as the engine thread receives it.
+enum Decoded {
+    /// Valid and first seen.
+    Event(Event),
+    /// Valid, but its `event_id` was seen before.
+    Duplicate,
+    Bad(Reason),
+}
+
 /// Decoded lines of one input, with their line numbers.
 struct Batch {
     file: Arc<str>,
-    items: Vec<(u64, Result<Event, Reason>)>,
+    items: Vec<(u64, Decoded)>,
 }
 
-/// Reads and decodes every input in order, sending batches until the inputs end or the receiver hangs up.
-fn read_inputs(inputs: Vec<Input>, tx: mpsc::SyncSender<Batch>) -> io::Result<()> {
+/// Reads, decodes and deduplicates every input in order, sending batches until the inputs end or the
+/// receiver hangs up. Returns the memory of seen ids.
+fn read_inputs(inputs: Vec<Input>, mut dedup: Dedup, tx: mpsc::SyncSender<Batch>) -> (Dedup, io::Result<()>) {
+    let result = read_into(inputs, &mut dedup, tx);
+    (dedup, result)
+}
+
+fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, tx: mpsc::SyncSender<Batch>) -> io::Result<()> {
     for input in inputs {
         let mut lines = Lines::new(input.reader);
         let mut items = Vec::with_capacity(BATCH_LINES);
@@ -106,6 +121,11 @@ fn read_inputs(inputs: Vec<Input>, tx: mpsc::SyncSender<Batch>) -> io::Result<()
             let decoded = match line {
                 Line::Text(bytes) => decode(bytes),
                 Line::TooLong => Err(Reason::TooLarge),
+            };
+            let decoded = match decoded {
+                Ok(event) if dedup.insert(&event.id) => Decoded::Event(event),
+                Ok(_) => Decoded::Duplicate,
+                Err(reason) => Decoded::Bad(reason),
             };
             items.push((lines.number, decoded));
             if items.len() == BATCH_LINES {
@@ -125,8 +145,9 @@ fn read_inputs(inputs: Vec<Input>, tx: mpsc::SyncSender<Batch>) -> io::Result<()
 /// Replays `inputs` in order through `engine`, then ends at the horizon (`until` or the last event time).
 /// Each alert goes to `on_alert`, each rejected line to `on_reject`. Only I/O errors stop it.
 ///
-/// Reading and decoding run on a second thread, so the engine works while the next lines are parsed;
-/// the engine sees the events in input order all the same.
+/// Reading, decoding and deduplication run on a second thread (with the engine's memory of seen ids, lent
+/// for the duration), so the engine works while the next lines are parsed; the engine sees the events in
+/// input order all the same.
 pub fn replay(
     engine: &mut Engine,
     inputs: Vec<Input>,
@@ -137,20 +158,22 @@ pub fn replay(
     let mut summary = Summary::default();
     let mut pending: Vec<Alert> = Vec::new();
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
-    std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_inputs(inputs, tx));
+    let dedup = engine.take_dedup();
+    let read = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_inputs(inputs, dedup, tx));
         for batch in rx {
             for (number, decoded) in batch.items {
                 summary.lines += 1;
                 match decoded {
-                    Ok(event) => match engine.offer(event, &mut |a| pending.push(a)) {
+                    Decoded::Event(event) => match engine.offer_first_seen(event, &mut |a| pending.push(a)) {
                         Offer::Accepted { late } => {
                             summary.accepted += 1;
                             summary.late += u64::from(late);
                         }
                         Offer::Duplicate => summary.duplicates += 1,
                     },
-                    Err(reason) => {
+                    Decoded::Duplicate => summary.duplicates += 1,
+                    Decoded::Bad(reason) => {
                         *summary.rejected.entry(reason.as_str()).or_default() += 1;
                         let location = Location::File { file: batch.file.clone(), line: number };
                         on_reject(&Rejection { location, reason });
@@ -161,8 +184,13 @@ pub fn replay(
                 }
             }
         }
-        reader.join().unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")))
-    })?;
+        reader.join()
+    });
+    let Ok((dedup, result)) = read else {
+        return Err(io::Error::other("the reader thread panicked"));
+    };
+    engine.put_dedup(dedup);
+    result?;
     engine.finish(until, &mut |a| pending.push(a));
     drain(engine, &mut pending, &mut summary, on_alert);
     summary.entities = engine.entities();

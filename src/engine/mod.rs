@@ -135,12 +135,28 @@ impl Engine {
         if !self.dedup.insert(&event.id) {
             return Offer::Duplicate;
         }
+        self.offer_first_seen(event, sink)
+    }
+
+    /// [`Engine::offer`] for an event the caller has already checked against [`Engine::take_dedup`]'s
+    /// memory (replay does so on its reader thread).
+    pub fn offer_first_seen(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
         match self.now {
             Some(now) if event.at > now => self.advance_to(event.at, sink),
             None => self.now = Some(event.at),
             _ => {}
         }
         self.store(event)
+    }
+
+    /// Lends out the memory of seen ids (to deduplicate elsewhere); give it back with [`Engine::put_dedup`].
+    pub fn take_dedup(&mut self) -> Dedup {
+        std::mem::take(&mut self.dedup)
+    }
+
+    /// Takes back the memory of seen ids lent by [`Engine::take_dedup`].
+    pub fn put_dedup(&mut self, dedup: Dedup) {
+        self.dedup = dedup;
     }
 
     /// Adds a first-seen event to the batch of the current clock without moving it (the live daemon's way;

@@ -26,11 +26,13 @@ const LARGE_ABOVE: usize = 64;
 /// ...and back to the compact one below this many.
 const SMALL_BELOW: usize = 16;
 
-/// One stored event.
+/// One stored event: 32 bytes. Ids of up to 24 bytes are held inline; the time is split in 40 bits
+/// (±17,000 years around 1970) so that the record packs into four words.
 #[derive(Debug, Clone)]
 pub(super) struct Rec {
-    pub at: Ts,
     pub id: CompactString,
+    at_lo: u32,
+    at_hi: i8,
     pub kind: Kind,
     /// The class of a classification.
     pub class: Option<Class>,
@@ -38,7 +40,14 @@ pub(super) struct Rec {
 
 impl Rec {
     pub fn new(event: &Event) -> Rec {
-        Rec { at: event.at, id: event.id.clone(), kind: event.kind, class: event.class }
+        // Event times are years 0000-9999 (with offset), far inside the 40-bit range.
+        let at_hi = i8::try_from(event.at >> 32).unwrap_or(if event.at < 0 { i8::MIN } else { i8::MAX });
+        Rec { id: event.id.clone(), at_lo: event.at as u32, at_hi, kind: event.kind, class: event.class }
+    }
+
+    /// `occurred_at`.
+    pub fn at(&self) -> Ts {
+        i64::from(self.at_hi) << 32 | i64::from(self.at_lo)
     }
 }
 
@@ -93,10 +102,10 @@ impl Plan {
     fn expired(&self, kind: usize, run: &[Rec], at: Ts) -> usize {
         if kind == Kind::Classification as usize {
             // Keep the classification in force and any later ones.
-            run.partition_point(|r| r.at <= at).saturating_sub(1)
+            run.partition_point(|r| r.at() <= at).saturating_sub(1)
         } else {
             match self.reach[kind] {
-                Some(reach) => run.partition_point(|r| r.at + reach <= at),
+                Some(reach) => run.partition_point(|r| r.at() + reach <= at),
                 None => run.len(),
             }
         }
@@ -119,8 +128,8 @@ impl Runs<'_> {
     /// The stored events of `kind` with `from < at <= to`.
     fn window(&self, kind: Kind, from: Ts, to: Ts) -> &[Rec] {
         let run = self.0.get(kind as usize).copied().unwrap_or_default();
-        let lo = run.partition_point(|r| r.at <= from);
-        let hi = run.partition_point(|r| r.at <= to).max(lo);
+        let lo = run.partition_point(|r| r.at() <= from);
+        let hi = run.partition_point(|r| r.at() <= to).max(lo);
         &run[lo..hi]
     }
 
@@ -132,14 +141,14 @@ impl Runs<'_> {
     /// Ids of events of `kinds` with `from < occurred_at <= to`, by time then arrival.
     pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<CompactString> {
         let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
-        recs.sort_by_key(|r| r.at); // stable: arrival order within a kind is kept
+        recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
         recs.into_iter().map(|r| r.id.clone()).collect()
     }
 
     /// The class in force at `at`: the latest classification with `occurred_at <= at` (the later read wins a tie).
     pub fn class_at(&self, at: Ts) -> Option<Class> {
         let run = self.0[Kind::Classification as usize];
-        let n = run.partition_point(|r| r.at <= at);
+        let n = run.partition_point(|r| r.at() <= at);
         n.checked_sub(1).and_then(|i| run[i].class)
     }
 
@@ -148,9 +157,9 @@ impl Runs<'_> {
         let mut next = Ts::MAX;
         for (kind, run) in self.0.iter().enumerate() {
             for &off in &plan.offsets[kind] {
-                let i = run.partition_point(|r| r.at + off <= at);
+                let i = run.partition_point(|r| r.at() + off <= at);
                 if let Some(r) = run.get(i) {
-                    next = next.min(r.at + off);
+                    next = next.min(r.at() + off);
                 }
             }
         }
@@ -199,14 +208,6 @@ impl Entity {
         Entity { key, levels: 0, due: Ts::MAX, touched: false, store: Store::Small(Vec::new()) }
     }
 
-    /// Events stored.
-    pub fn len(&self) -> usize {
-        match &self.store {
-            Store::Small(v) => v.len(),
-            Store::Large(runs) => runs.iter().map(VecDeque::len).sum(),
-        }
-    }
-
     /// Heap bytes held by stored events.
     pub fn heap_bytes(&self) -> usize {
         let rec = std::mem::size_of::<Rec>();
@@ -220,12 +221,14 @@ impl Entity {
     pub fn insert(&mut self, rec: Rec) {
         match &mut self.store {
             Store::Small(v) => {
-                let key = (rec.kind, rec.at);
-                let pos = if v.last().is_none_or(|last| (last.kind, last.at) <= key) {
+                let key = (rec.kind, rec.at());
+                let pos = if v.last().is_none_or(|last| (last.kind, last.at()) <= key) {
                     v.len()
                 } else {
-                    v.partition_point(|r| (r.kind, r.at) <= key)
+                    v.partition_point(|r| (r.kind, r.at()) <= key)
                 };
+                // Exact growth: most entities hold a few events and never grow again.
+                v.reserve_exact(1);
                 v.insert(pos, rec);
                 if v.len() > LARGE_ABOVE {
                     let mut runs: Box<[VecDeque<Rec>; RUNS]> = Box::default();
@@ -237,7 +240,7 @@ impl Entity {
             }
             Store::Large(runs) => {
                 let run = &mut runs[rec.kind as usize];
-                let pos = position(|i| run[i].at, run.len(), rec.at);
+                let pos = position(|i| run[i].at(), run.len(), rec.at());
                 run.insert(pos, rec);
             }
         }
@@ -320,7 +323,16 @@ mod tests {
     use super::*;
 
     fn rec(kind: Kind, at: Ts, id: &str) -> Rec {
-        Rec { at, id: id.into(), kind, class: None }
+        let key = EntityKey::parse("91350100M000100Y43").unwrap();
+        Rec::new(&Event { id: id.into(), entity: key, kind, at, class: None })
+    }
+
+    #[test]
+    fn records_are_four_words_and_keep_any_event_time() {
+        assert_eq!(std::mem::size_of::<Rec>(), 32);
+        for at in [crate::time::parse_rfc3339("0000-01-01T00:00:00+23:59").unwrap(), -1, 0, 1 << 33, 253_402_300_799] {
+            assert_eq!(rec(Kind::Penalty, at, "x").at(), at);
+        }
     }
 
     #[test]
@@ -336,9 +348,9 @@ mod tests {
         let runs = e.runs();
         let penalties = runs.window(Kind::Penalty, -1, 100);
         assert_eq!(penalties.len(), 50);
-        assert!(penalties.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(penalties.windows(2).all(|w| w[0].at() <= w[1].at()));
         // Ties keep arrival order: ids at the same time rise in number.
-        for w in penalties.windows(2).filter(|w| w[0].at == w[1].at) {
+        for w in penalties.windows(2).filter(|w| w[0].at() == w[1].at()) {
             let n = |r: &Rec| r.id[1..].parse::<u32>().unwrap();
             assert!(n(&w[0]) < n(&w[1]));
         }

@@ -19,19 +19,17 @@ pub struct TimerQueue {
     horizon: Ts,
     /// Later timers by the start of their day.
     far: BTreeMap<Ts, Vec<(Ts, u32)>>,
-    len: usize,
 }
 
 impl Default for TimerQueue {
     fn default() -> Self {
-        TimerQueue { near: BinaryHeap::new(), horizon: Ts::MIN + DAY, far: BTreeMap::new(), len: 0 }
+        TimerQueue { near: BinaryHeap::new(), horizon: Ts::MIN + DAY, far: BTreeMap::new() }
     }
 }
 
 impl TimerQueue {
     /// Adds a timer.
     pub fn push(&mut self, due: Ts, entity: u32) {
-        self.len += 1;
         let day = due.div_euclid(DAY) * DAY;
         if day < self.horizon - DAY {
             // Earlier than the day in `near`: put that day back, so `near` only ever holds one day.
@@ -61,18 +59,7 @@ impl TimerQueue {
         if self.peek()? > at {
             return None;
         }
-        self.len -= 1;
         self.near.pop().map(|Reverse(t)| t)
-    }
-
-    /// Timers held, stale ones included.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no timer is held.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Approximate bytes held.
@@ -106,6 +93,6 @@ mod tests {
         assert_eq!(q.peek(), Some(2 * DAY + 1));
         q.push(DAY + 5, 97);
         assert_eq!(drain(&mut q, Ts::MAX), vec![DAY + 5, 2 * DAY + 1, 2 * DAY + 5, 5 * DAY + 7, 40 * DAY]);
-        assert!(q.is_empty());
+        assert_eq!(q.peek(), None);
     }
 }
