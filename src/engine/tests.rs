@@ -1,1 +1,128 @@
+//! Engine tests through its public API: the live clock (`ingest`, `advance_to`, `flush`), which replay and the
+//! rule tests do not exercise, and a few exact cases derived from SPEC.
 
+use std::sync::Arc;
+
+use super::*;
+use crate::rules::load_str;
+use crate::time::DAY;
+
+const RULES: &str = r#"
+[class_factors]
+A = 2.0
+B = 1.5
+C = 1.0
+D = 0.5
+unclassified = 1.0
+
+[[rule]]
+id = "sentiment-1m"
+name_zh = "一个月内负面舆情条数"
+name_en = "Negative media items in the last month"
+type = "count"
+kind = "negative_sentiment"
+window_days = 30
+thresholds = { remind = 2, warn = 3 }
+
+[[rule]]
+id = "complaint-surge"
+name_zh = "三个月内投诉举报次数变化"
+name_en = "Change in complaints over three months"
+type = "surge"
+kind = "complaint"
+window_days = 90
+min_ratio = 1.5
+thresholds = { remind = 2 }
+"#;
+
+fn engine() -> Engine {
+    let rules = load_str("test.toml", RULES).unwrap();
+    Engine::new(Arc::new(RuleSet::new(rules, vec![]))).unwrap()
+}
+
+fn key() -> EntityKey {
+    EntityKey::parse("91350100M000100Y43").unwrap()
+}
+
+fn ev(id: &str, kind: Kind, at: Ts) -> Event {
+    Event { id: id.into(), entity: key(), kind, at, class: None }
+}
+
+/// (instant, rule index, action) of each alert.
+fn brief(alerts: &[Alert]) -> Vec<(Ts, usize, Action)> {
+    alerts.iter().map(|a| (a.at, a.rule, a.action)).collect()
+}
+
+#[test]
+fn live_clock_evaluates_at_flush_and_fires_timers_on_time() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.advance_to(1000, &mut |a| out.push(a));
+    assert_eq!(e.ingest(ev("a", Kind::NegativeSentiment, 900)), Offer::Accepted { late: true });
+    assert_eq!(e.ingest(ev("b", Kind::NegativeSentiment, 1000)), Offer::Accepted { late: false });
+    assert!(out.is_empty(), "nothing is evaluated before the batch is flushed");
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(1000, 0, Action::Remind)]);
+    assert_eq!(out[0].evidence, vec!["a", "b"]);
+
+    // The first event leaves at 900 + 30 days; a third arriving later raises remind again.
+    out.clear();
+    e.advance_to(900 + 30 * DAY + 10, &mut |a| out.push(a));
+    e.ingest(ev("c", Kind::NegativeSentiment, 900 + 30 * DAY + 10));
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(900 + 30 * DAY + 10, 0, Action::Remind)]);
+}
+
+#[test]
+fn a_future_event_counts_from_its_own_instant() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.advance_to(0, &mut |a| out.push(a));
+    e.ingest(ev("a", Kind::NegativeSentiment, 0));
+    e.ingest(ev("b", Kind::NegativeSentiment, 50));
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty(), "the event at 50 is not in the window at 0");
+    e.advance_to(100, &mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(50, 0, Action::Remind)], "its arrival is a timer");
+}
+
+#[test]
+fn duplicates_change_nothing_live() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.advance_to(0, &mut |a| out.push(a));
+    assert_eq!(e.ingest(ev("a", Kind::NegativeSentiment, 0)), Offer::Accepted { late: false });
+    assert_eq!(e.ingest(ev("a", Kind::NegativeSentiment, 0)), Offer::Duplicate);
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn surge_rises_when_prev_leaves_with_no_new_event() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    // prev: 2 complaints at day 0; cur: 3 at day 100 (guard 2*3 >= 3*2 holds: value 1, no action).
+    for (i, at) in [0, 0, 100 * DAY, 100 * DAY, 100 * DAY].into_iter().enumerate() {
+        e.offer(ev(&format!("c{i}"), Kind::Complaint, at), &mut |a| out.push(a));
+    }
+    // At day 0 cur = 2, prev = 0: value 2, remind. It falls at day 90 (both leave cur).
+    assert_eq!(brief(&out), vec![(0, 1, Action::Remind)]);
+    out.clear();
+    e.finish(Some(200 * DAY), &mut |a| out.push(a));
+    // At day 100 the batch is flushed (value 1); at day 180 prev empties: value 3.
+    assert_eq!(brief(&out), vec![(180 * DAY, 1, Action::Remind)]);
+    assert_eq!(out[0].value, 3);
+    assert_eq!(out[0].windows.len(), 2);
+}
+
+#[test]
+fn too_many_active_rules_are_refused() {
+    let mut rules = load_str("test.toml", RULES).unwrap();
+    let template = rules[0].clone();
+    for i in 0..MAX_ACTIVE_RULES {
+        let mut r = template.clone();
+        r.id = format!("r{i}");
+        rules.push(r);
+    }
+    assert!(matches!(Engine::new(Arc::new(RuleSet::new(rules, vec![]))), Err(EngineError::TooManyRules(_))));
+}
