@@ -58,7 +58,7 @@ pub struct Alert {
     pub class: Option<Class>,
     /// The current window, then (surge rules) the one before it.
     pub windows: Vec<Window>,
-    /// Ids of the rule's events in its windows, by occurred_at then arrival.
+    /// Ids of the rule's events in its windows, by occurred_at; within one second by kind, then arrival.
     pub evidence: Vec<CompactString>,
 }
 

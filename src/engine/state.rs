@@ -138,7 +138,8 @@ impl Runs<'_> {
         kinds.iter().map(|&k| self.window(k, from, to).len() as u64).sum()
     }
 
-    /// Ids of events of `kinds` with `from < occurred_at <= to`, by time then arrival.
+    /// Ids of events of `kinds` with `from < occurred_at <= to`, by time; within one second by kind (in the
+    /// rule's order), then arrival.
     pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<CompactString> {
         let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
