@@ -121,7 +121,9 @@ pub fn parse_rfc3339(s: &str) -> Result<Ts, TimeError> {
 pub fn format_rfc3339(t: Ts) -> String {
     let (days, secs) = (t.div_euclid(DAY), t.rem_euclid(DAY));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    // Years outside 0000-9999 only arise from offsets or timers at the edges: `-0001`, `10000`.
+    let sign = if y < 0 { "-" } else { "" };
+    format!("{sign}{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", y.abs(), secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 #[cfg(test)]
@@ -171,5 +173,9 @@ mod tests {
         }
         assert_eq!(format_rfc3339(1_740_792_600), "2025-03-01T01:30:00Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        let before_year_0 = parse_rfc3339("0000-01-01T00:00:00+00:01").unwrap();
+        assert_eq!(format_rfc3339(before_year_0), "-0001-12-31T23:59:00Z");
+        let before_year_0 = parse_rfc3339("0000-01-01T00:00:00+00:01").unwrap();
+        assert_eq!(format_rfc3339(before_year_0), "-0001-12-31T23:59:00Z");
     }
 }
