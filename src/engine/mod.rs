@@ -279,7 +279,7 @@ impl Engine {
         }
         entity.levels = levels;
         entity.prune(plan, at);
-        let due = entity.runs().next_change(plan, at);
+        let due = entity.runs().next_change(plan, at, levels);
         if due != entity.due {
             entity.due = due;
             if due != Ts::MAX {

@@ -55,26 +55,37 @@ impl Rec {
 pub(super) struct Plan {
     /// Longest reach of any rule counting the kind (`None`: not stored).
     reach: [Option<Ts>; 7],
-    /// Distinct offsets after `occurred_at` at which the kind's events change some count (0 = arrival).
-    offsets: [Vec<Ts>; 7],
+    /// Offsets after `occurred_at` at which the kind's events change some count, each with when it matters.
+    offsets: [Vec<Offset>; 7],
 }
 
 impl Plan {
     pub fn new(rules: &RuleSet) -> Plan {
-        let mut offsets: [Vec<Ts>; 7] = Default::default();
-        for rule in rules.active() {
+        let mut offsets: [Vec<Offset>; 7] = Default::default();
+        let always = |after| Offset { after, always: true, falls: 0 };
+        for (slot, rule) in rules.active().enumerate() {
+            let falls = Offset { after: rule.measure.window(), always: false, falls: 7 << (3 * slot) };
             for &kind in rule.measure.kinds() {
                 let o = &mut offsets[kind as usize];
-                o.extend([0, rule.measure.window()]);
+                // Arrival of an event still in the future; leaving the (current) window only lowers the value.
+                o.extend([always(0), falls]);
                 if let Measure::Surge { window, .. } = rule.measure {
-                    o.push(2 * window);
+                    // Leaving the previous window raises `cur - prev`.
+                    o.push(always(2 * window));
                 }
             }
         }
-        offsets[Kind::Classification as usize].push(0);
+        offsets[Kind::Classification as usize].push(always(0));
         for o in &mut offsets {
-            o.sort_unstable();
-            o.dedup();
+            o.sort_unstable_by_key(|x| x.after);
+            o.dedup_by(|b, a| {
+                let same = a.after == b.after;
+                if same {
+                    a.always |= b.always;
+                    a.falls |= b.falls;
+                }
+                same
+            });
         }
         let reach = Kind::ALL.map(|k| rules.reach(k));
         Plan { reach, offsets }
@@ -110,6 +121,17 @@ impl Plan {
             }
         }
     }
+}
+
+/// An instant relative to an event's `occurred_at` at which some value changes.
+#[derive(Debug, Clone, Copy)]
+struct Offset {
+    after: Ts,
+    /// The change can raise a level: the entity must be evaluated then.
+    always: bool,
+    /// Levels (3 bits per rule slot) the change can only lower: the entity needs evaluating then only if one
+    /// of them is above none. When all are none, nothing can change and no timer is set.
+    falls: u64,
 }
 
 /// The stored events of one entity.
@@ -153,14 +175,19 @@ impl Runs<'_> {
         n.checked_sub(1).and_then(|i| run[i].class)
     }
 
-    /// The first instant after `at` at which a count or the class can change, `Ts::MAX` if none.
-    pub fn next_change(&self, plan: &Plan, at: Ts) -> Ts {
+    /// The first instant after `at` at which a level (packed `levels`, as evaluated at `at`) can change:
+    /// an event arriving, a classification taking effect, an event leaving a window while a rule counting
+    /// it stands above none, or leaving a surge rule's previous window. `Ts::MAX` if none.
+    pub fn next_change(&self, plan: &Plan, at: Ts, levels: u64) -> Ts {
         let mut next = Ts::MAX;
         for (kind, run) in self.0.iter().enumerate() {
-            for &off in &plan.offsets[kind] {
-                let i = run.partition_point(|r| r.at() + off <= at);
+            for off in &plan.offsets[kind] {
+                if !off.always && levels & off.falls == 0 {
+                    continue;
+                }
+                let i = run.partition_point(|r| r.at() + off.after <= at);
                 if let Some(r) = run.get(i) {
-                    next = next.min(r.at() + off);
+                    next = next.min(r.at() + off.after);
                 }
             }
         }
