@@ -171,8 +171,9 @@ enum Layout {
     PenaltySpread,
     /// Two penalties per entity, all at one instant: one fire per entity, all in one batch.
     PenaltySameInstant,
-    /// One event of each of the five indicator kinds per entity, entities one second apart: five fires per
-    /// entity with the default rules (after 30, 90, 180, 365 and 1095 days).
+    /// Enough events of each of the five indicator kinds to stand at remind for every default rule,
+    /// entities one second apart: five fires per entity (after 30, 90, 180, 365 and 1095 days). (A departure
+    /// that could only lower a level already at none sets no timer, so levels must stand for these to fire.)
     FiveKindsSpread,
 }
 
@@ -187,9 +188,22 @@ impl Layout {
     fn events(self, keys: &[EntityKey], t0: Ts) -> Vec<Event> {
         let kinds: &[Kind] = match self {
             Layout::PenaltySpread | Layout::PenaltySameInstant => &[Kind::Penalty, Kind::Penalty],
-            Layout::FiveKindsSpread => {
-                &[Kind::AddressChange, Kind::Penalty, Kind::Lawsuit, Kind::Complaint, Kind::NegativeSentiment]
-            }
+            Layout::FiveKindsSpread => &[
+                Kind::AddressChange,
+                Kind::AddressChange,
+                Kind::Penalty,
+                Kind::Penalty,
+                Kind::Lawsuit,
+                Kind::Lawsuit,
+                Kind::Lawsuit,
+                Kind::Complaint,
+                Kind::Complaint,
+                Kind::Complaint,
+                Kind::Complaint,
+                Kind::Complaint,
+                Kind::NegativeSentiment,
+                Kind::NegativeSentiment,
+            ],
         };
         let mut events = Vec::with_capacity(keys.len() * kinds.len());
         for (i, &entity) in keys.iter().enumerate() {

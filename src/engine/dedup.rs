@@ -33,6 +33,6 @@ impl Dedup {
 
     /// Approximate bytes held.
     pub fn bytes(&self) -> usize {
-        self.seen.capacity() * 9
+        super::table_bytes(self.seen.capacity(), std::mem::size_of::<u64>())
     }
 }

@@ -292,11 +292,21 @@ impl Engine {
     pub fn state_bytes(&self) -> usize {
         let recs: usize = self.entities.iter().map(Entity::heap_bytes).sum();
         self.entities.capacity() * std::mem::size_of::<Entity>()
-            + self.index.capacity() * (std::mem::size_of::<(EntityKey, u32)>() + 1)
+            + table_bytes(self.index.capacity(), std::mem::size_of::<(EntityKey, u32)>())
             + recs
             + self.timers.bytes()
             + self.dedup.bytes()
     }
+}
+
+/// Bytes of a `hashbrown` table that can hold `capacity` items of `item` bytes: a power-of-two number of
+/// buckets, at most 7/8 full, each with one control byte.
+fn table_bytes(capacity: usize, item: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 { (capacity + 1).next_power_of_two() } else { (capacity * 8 / 7).next_power_of_two() };
+    buckets * (item + 1)
 }
 
 #[allow(clippy::too_many_arguments)]
