@@ -165,13 +165,12 @@ pub fn replay(
             for (number, decoded) in batch.items {
                 summary.lines += 1;
                 match decoded {
-                    Decoded::Event(event) => match engine.offer_first_seen(event, &mut |a| pending.push(a)) {
-                        Offer::Accepted { late } => {
+                    Decoded::Event(event) => {
+                        if let Offer::Accepted { late } = engine.offer_first_seen(event, &mut |a| pending.push(a)) {
                             summary.accepted += 1;
                             summary.late += u64::from(late);
                         }
-                        Offer::Duplicate => summary.duplicates += 1,
-                    },
+                    }
                     Decoded::Duplicate => summary.duplicates += 1,
                     Decoded::Bad(reason) => {
                         *summary.rejected.entry(reason.as_str()).or_default() += 1;

@@ -139,7 +139,7 @@ impl Engine {
     }
 
     /// [`Engine::offer`] for an event the caller has already checked against [`Engine::take_dedup`]'s
-    /// memory (replay does so on its reader thread).
+    /// memory (replay does so on its reader thread). Always `Accepted`.
     pub fn offer_first_seen(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
         match self.now {
             Some(now) if event.at > now => self.advance_to(event.at, sink),
@@ -305,7 +305,8 @@ fn table_bytes(capacity: usize, item: usize) -> usize {
     if capacity == 0 {
         return 0;
     }
-    let buckets = if capacity < 8 { (capacity + 1).next_power_of_two() } else { (capacity * 8 / 7).next_power_of_two() };
+    let buckets =
+        if capacity < 8 { (capacity + 1).next_power_of_two() } else { (capacity * 8 / 7).next_power_of_two() };
     buckets * (item + 1)
 }
 
