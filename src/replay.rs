@@ -87,6 +87,8 @@ impl Input {
 
 /// Lines decoded per batch handed from the reader thread to the engine.
 const BATCH_LINES: usize = 1024;
+/// Events whose state the engine warms up together before offering them (see `Engine::warm`).
+const WARM_AHEAD: usize = 16;
 /// Batches in flight. When the engine falls behind, the channel fills and the reader thread blocks:
 /// memory stays bounded at about `BATCH_LINES * CHANNEL_BATCHES` events.
 const CHANNEL_BATCHES: usize = 16;
@@ -161,9 +163,18 @@ pub fn replay(
     let dedup = engine.take_dedup();
     let read = std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_inputs(inputs, dedup, tx));
+        let mut keys = Vec::with_capacity(BATCH_LINES);
         for batch in rx {
-            for (number, decoded) in batch.items {
+            keys.clear();
+            keys.extend(batch.items.iter().map(|(_, d)| match d {
+                Decoded::Event(e) => Some(e.entity),
+                _ => None,
+            }));
+            for (i, (number, decoded)) in batch.items.into_iter().enumerate() {
                 summary.lines += 1;
+                if i % WARM_AHEAD == 0 {
+                    engine.warm(keys[i..].iter().take(WARM_AHEAD).flatten());
+                }
                 match decoded {
                     Decoded::Event(event) => {
                         if let Offer::Accepted { late } = engine.offer_first_seen(event, &mut |a| pending.push(a)) {

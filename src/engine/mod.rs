@@ -149,6 +149,20 @@ impl Engine {
         self.store(event)
     }
 
+    /// Touches the state the given entities' next events will need (index entry, entity, first stored event)
+    /// without changing anything. Looking up several entities in one go lets the processor overlap their
+    /// cache misses, which one-at-a-time processing serialises; call it on the next few events before
+    /// offering them.
+    pub fn warm<'a>(&self, entities: impl Iterator<Item = &'a EntityKey>) {
+        let mut sum = 0;
+        for key in entities {
+            if let Some(&idx) = self.index.get(key) {
+                sum ^= self.entities[idx as usize].first_at();
+            }
+        }
+        std::hint::black_box(sum);
+    }
+
     /// Lends out the memory of seen ids (to deduplicate elsewhere); give it back with [`Engine::put_dedup`].
     pub fn take_dedup(&mut self) -> Dedup {
         std::mem::take(&mut self.dedup)

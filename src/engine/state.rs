@@ -236,6 +236,14 @@ impl Entity {
         Entity { key, levels: 0, due: Ts::MAX, touched: false, store: Store::Small(Vec::new()) }
     }
 
+    /// Reads the first stored event (a warm-up of its cache lines; see `Engine::warm`).
+    pub fn first_at(&self) -> Ts {
+        match &self.store {
+            Store::Small(v) => v.first().map_or(0, Rec::at),
+            Store::Large(runs) => runs.iter().find_map(|r| r.front()).map_or(0, Rec::at),
+        }
+    }
+
     /// Heap bytes held by stored events.
     pub fn heap_bytes(&self) -> usize {
         let rec = std::mem::size_of::<Rec>();
