@@ -85,6 +85,11 @@ impl Input {
     }
 }
 
+/// An I/O error with the input's name in front.
+fn named(name: &str, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{name}: {error}"))
+}
+
 /// Lines decoded per batch handed from the reader thread to the engine.
 const BATCH_LINES: usize = 1024;
 /// Events whose state the engine warms up together before offering them (see `Engine::warm`).
@@ -119,7 +124,7 @@ fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, tx: mpsc::SyncSender<Batch>)
     for input in inputs {
         let mut lines = Lines::new(input.reader);
         let mut items = Vec::with_capacity(BATCH_LINES);
-        while let Some(line) = lines.next_line()? {
+        while let Some(line) = lines.next_line().map_err(|e| named(&input.name, e))? {
             let decoded = match line {
                 Line::Text(bytes) => decode(bytes),
                 Line::TooLong => Err(Reason::TooLarge),
@@ -213,7 +218,7 @@ pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
     let mut summary = Summary::default();
     for input in inputs {
         let mut lines = Lines::new(input.reader);
-        while let Some(line) = lines.next_line()? {
+        while let Some(line) = lines.next_line().map_err(|e| named(&input.name, e))? {
             summary.lines += 1;
             let decoded = match line {
                 Line::Text(bytes) => decode(bytes),

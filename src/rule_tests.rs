@@ -199,13 +199,19 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
     let mut all_ok = true;
     for case in &file.test {
         let mut input = String::new();
+        // Raw lines may be bad input on purpose; a table event that is bad input is a mistake in the test.
+        let mut mistakes = Vec::new();
         for (n, spec) in case.events.iter().enumerate() {
             match spec {
                 EventSpec::Raw(line) => input.push_str(line),
-                EventSpec::Table(t) => input.push_str(
-                    &event_line(t, n + 1, default_entity)
-                        .with_context(|| format!("{}: test {:?}", path.display(), case.name))?,
-                ),
+                EventSpec::Table(t) => {
+                    let line = event_line(t, n + 1, default_entity)
+                        .with_context(|| format!("{}: test {:?}", path.display(), case.name))?;
+                    if let Err(reason) = crate::event::decode(line.as_bytes()) {
+                        mistakes.push(format!("event {} ({} {}) is bad input: {reason}", n + 1, t.at, t.kind));
+                    }
+                    input.push_str(&line);
+                }
             }
             input.push('\n');
         }
@@ -227,12 +233,17 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
         )?;
         let ok =
             seen.len() == case.expect.len() && case.expect.iter().zip(&seen).all(|(e, s)| e.matches(s, default_entity));
-        if ok {
+        if ok && mistakes.is_empty() {
             let _ = writeln!(report, "  ok    {}", case.name);
         } else {
             all_ok = false;
             let _ = writeln!(report, "  FAIL  {}", case.name);
-            diff(&mut report, &case.expect, &seen, default_entity);
+            for mistake in &mistakes {
+                let _ = writeln!(report, "        {mistake}");
+            }
+            if !ok {
+                diff(&mut report, &case.expect, &seen, default_entity);
+            }
         }
     }
     Ok((report, all_ok))

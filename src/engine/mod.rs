@@ -32,8 +32,7 @@ pub use dedup::Dedup;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
 
-/// Most rules the engine evaluates at once (levels are packed 3 bits per rule into a `u64`).
-pub const MAX_ACTIVE_RULES: usize = 21;
+pub use crate::rules::MAX_ACTIVE_RULES;
 
 /// A window an alert's value was computed over: `from < occurred_at <= to`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

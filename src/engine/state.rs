@@ -8,9 +8,8 @@
 //!
 //! Two layouts, chosen by size ([`Store`]): most entities hold a handful of events and keep them in one
 //! vector sorted by `(kind, occurred_at)` (24 bytes plus the events); an entity with many events switches
-//! to one deque per kind, so that an arrival is an append and an expiry a pop, never a shift of the rest.
-
-use std::collections::VecDeque;
+//! to one [`Run`] per kind, so that an arrival is an append and an expiry moves a start index, never a shift
+//! of the rest.
 
 use compact_str::CompactString;
 
@@ -43,6 +42,11 @@ impl Rec {
         // Event times are years 0000-9999 (with offset), far inside the 40-bit range.
         let at_hi = i8::try_from(event.at >> 32).unwrap_or(if event.at < 0 { i8::MIN } else { i8::MAX });
         Rec { id: event.id.clone(), at_lo: event.at as u32, at_hi, kind: event.kind, class: event.class }
+    }
+
+    /// A placeholder for a dead slot of a [`Run`]; never read.
+    fn dead(kind: Kind) -> Rec {
+        Rec { id: CompactString::default(), at_lo: 0, at_hi: 0, kind, class: None }
     }
 
     /// `occurred_at`.
@@ -140,7 +144,55 @@ enum Store {
     /// Sorted by `(kind, occurred_at)`, arrival order within ties.
     Small(Vec<Rec>),
     /// One run per stored kind.
-    Large(Box<[VecDeque<Rec>; RUNS]>),
+    Large(Box<[Run; RUNS]>),
+}
+
+/// The events of one kind of a busy entity, by time: `recs[start..]`. Expired events are dropped by moving
+/// `start`, and the dead prefix is compacted away once it is half the vector (amortised O(1) per event).
+/// A late event shifts the shorter side of the run: the events before it move one slot into the dead
+/// prefix (made, a quarter of the run wide, when there is none), or the events after it move right.
+#[derive(Debug, Default)]
+struct Run {
+    recs: Vec<Rec>,
+    start: usize,
+}
+
+impl Run {
+    fn live(&self) -> &[Rec] {
+        &self.recs[self.start..]
+    }
+
+    fn insert(&mut self, rec: Rec) {
+        let live = self.live();
+        let pos = position(|i| live[i].at(), live.len(), rec.at());
+        if pos >= live.len() / 2 {
+            self.recs.insert(self.start + pos, rec);
+            return;
+        }
+        if self.start == 0 {
+            let gap = (self.recs.len() / 4).max(16);
+            let mut recs = Vec::with_capacity(gap + self.recs.len());
+            recs.resize_with(gap, || Rec::dead(rec.kind));
+            recs.append(&mut self.recs);
+            self.recs = recs;
+            self.start = gap;
+        }
+        // Move the dead slot in front of the run to `pos`, shifting the events before it left by one.
+        self.start -= 1;
+        self.recs[self.start..=self.start + pos].rotate_left(1);
+        self.recs[self.start + pos] = rec;
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= 16 && 2 * self.start >= self.recs.len() {
+            self.recs.drain(..self.start);
+            self.start = 0;
+            if self.recs.capacity() > 2 * self.recs.len() + 16 {
+                self.recs.shrink_to_fit();
+            }
+        }
+    }
 }
 
 /// A read-only view of an entity's runs, one slice per stored kind.
@@ -240,7 +292,7 @@ impl Entity {
     pub fn first_at(&self) -> Ts {
         match &self.store {
             Store::Small(v) => v.first().map_or(0, Rec::at),
-            Store::Large(runs) => runs.iter().find_map(|r| r.front()).map_or(0, Rec::at),
+            Store::Large(runs) => runs.iter().find_map(|r| r.live().first()).map_or(0, Rec::at),
         }
     }
 
@@ -249,7 +301,7 @@ impl Entity {
         let rec = std::mem::size_of::<Rec>();
         match &self.store {
             Store::Small(v) => v.capacity() * rec,
-            Store::Large(runs) => runs.iter().map(|r| r.capacity() * rec + 32).sum(),
+            Store::Large(runs) => runs.iter().map(|r| r.recs.capacity() * rec + 32).sum(),
         }
     }
 
@@ -267,24 +319,20 @@ impl Entity {
                 v.reserve_exact(1);
                 v.insert(pos, rec);
                 if v.len() > LARGE_ABOVE {
-                    let mut runs: Box<[VecDeque<Rec>; RUNS]> = Box::default();
+                    let mut runs: Box<[Run; RUNS]> = Box::default();
                     for r in v.drain(..) {
-                        runs[r.kind as usize].push_back(r);
+                        runs[r.kind as usize].recs.push(r);
                     }
                     self.store = Store::Large(runs);
                 }
             }
-            Store::Large(runs) => {
-                let run = &mut runs[rec.kind as usize];
-                let pos = position(|i| run[i].at(), run.len(), rec.at());
-                run.insert(pos, rec);
-            }
+            Store::Large(runs) => runs[rec.kind as usize].insert(rec),
         }
     }
 
-    /// A view of the runs (makes the per-kind deques contiguous first).
-    pub fn runs(&mut self) -> Runs<'_> {
-        match &mut self.store {
+    /// A view of the runs.
+    pub fn runs(&self) -> Runs<'_> {
+        match &self.store {
             Store::Small(v) => {
                 let mut slices: [&[Rec]; RUNS] = [&[]; RUNS];
                 let mut rest: &[Rec] = v;
@@ -296,10 +344,7 @@ impl Entity {
                 }
                 Runs(slices)
             }
-            Store::Large(runs) => {
-                let [a, b, c, d, e, f] = &mut **runs;
-                Runs([a, b, c, d, e, f].map(|r| &*r.make_contiguous()))
-            }
+            Store::Large(runs) => Runs(std::array::from_fn(|kind| runs[kind].live())),
         }
     }
 
@@ -335,17 +380,14 @@ impl Entity {
             }
             Store::Large(runs) => {
                 for (kind, run) in runs.iter_mut().enumerate() {
-                    let n = plan.expired(kind, run.make_contiguous(), at);
-                    run.drain(..n);
-                    if run.capacity() > 2 * run.len() + 16 {
-                        run.shrink_to_fit();
-                    }
+                    let n = plan.expired(kind, run.live(), at);
+                    run.drop_front(n);
                 }
-                let len: usize = runs.iter().map(VecDeque::len).sum();
+                let len: usize = runs.iter().map(|r| r.live().len()).sum();
                 if len < SMALL_BELOW {
                     let mut v: Vec<Rec> = Vec::with_capacity(len);
                     for run in runs.iter_mut() {
-                        v.extend(run.drain(..));
+                        v.extend(run.recs.drain(run.start..));
                     }
                     self.store = Store::Small(v);
                 }
@@ -361,6 +403,28 @@ mod tests {
     fn rec(kind: Kind, at: Ts, id: &str) -> Rec {
         let key = EntityKey::parse("91350100M000100Y43").unwrap();
         Rec::new(&Event { id: id.into(), entity: key, kind, at, class: None })
+    }
+
+    #[test]
+    fn a_run_drops_its_front_and_reuses_dead_slots_for_late_events() {
+        let mut run = Run::default();
+        for at in 0..40 {
+            run.insert(rec(Kind::Penalty, at, &format!("e{at}")));
+        }
+        run.drop_front(10);
+        assert_eq!(run.live().first().map(Rec::at), Some(10));
+        // Late events in the first half move the events before them into the dead prefix.
+        run.insert(rec(Kind::Penalty, 5, "late"));
+        run.insert(rec(Kind::Penalty, 20, "tie"));
+        let live: Vec<(Ts, &str)> = run.live().iter().map(|r| (r.at(), r.id.as_str())).collect();
+        assert_eq!(live[..2], [(5, "late"), (10, "e10")]);
+        assert_eq!(live.iter().position(|&(_, id)| id == "tie"), Some(12), "after e20: arrival order");
+        assert!(live.windows(2).all(|w| w[0].0 <= w[1].0));
+        // Past half dead, the prefix is compacted away.
+        run.drop_front(25);
+        assert_eq!(run.start, 0);
+        assert_eq!(run.live().len(), 7);
+        assert_eq!(run.live().first().map(Rec::at), Some(33), "late, e10..e20, tie, e21..e32 dropped");
     }
 
     #[test]

@@ -16,14 +16,16 @@ use crate::time::DAY;
 
 /// Most rules one set may define.
 pub const MAX_RULES: usize = 256;
+/// Most rules one set may have enabled or in shadow (the engine packs levels 3 bits per rule in a `u64`).
+pub const MAX_ACTIVE_RULES: usize = 21;
 /// Longest window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 36_500;
 
 /// A rule file or directory that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Invalid { path: String, line: usize, message: String },
     #[error("{path}: no rule files (*.toml) found")]
@@ -294,7 +296,7 @@ fn version(id: &str, measure: &Measure, thresholds: &[[Option<u64>; 4]; 5]) -> S
 }
 
 fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuleError> {
-    let io = |source| RuleError::Io { path: dir.display().to_string(), source };
+    let io = |error| RuleError::Io { path: dir.display().to_string(), error };
     let mut entries: Vec<PathBuf> =
         std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
     entries.sort();
@@ -323,25 +325,28 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
     let mut all: Vec<Rule> = Vec::new();
     for file in &files {
         let path = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|source| RuleError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|error| RuleError::Io { path: path.clone(), error })?;
         for rule in load_str(&path, &text)? {
-            if let Some(other) = all.iter().find(|r| r.id == rule.id) {
+            let at = |message: String| {
                 let (path, line) = split_origin(&rule.origin);
-                return Err(RuleError::Invalid {
-                    path,
-                    line,
-                    message: format!("rule id `{}` is already defined at {}", rule.id, other.origin),
-                });
+                Err(RuleError::Invalid { path, line, message })
+            };
+            if let Some(other) = all.iter().find(|r| r.id == rule.id) {
+                return at(format!("rule id `{}` is already defined at {}", rule.id, other.origin));
+            }
+            if all.len() == MAX_RULES {
+                return at(format!("rule `{}` is one too many: a set has at most {MAX_RULES} rules", rule.id));
+            }
+            let active = all.iter().filter(|r| r.state != RuleState::Disabled).count();
+            if rule.state != RuleState::Disabled && active == MAX_ACTIVE_RULES {
+                return at(format!(
+                    "rule `{}` is one active rule too many: at most {MAX_ACTIVE_RULES} rules can be enabled or \
+                     shadow at once (disable one)",
+                    rule.id
+                ));
             }
             all.push(rule);
         }
-    }
-    if all.len() > MAX_RULES {
-        return Err(RuleError::Invalid {
-            path: dir.display().to_string(),
-            line: 1,
-            message: format!("more than {MAX_RULES} rules"),
-        });
     }
     Ok(RuleSet::new(all, files))
 }

@@ -8,7 +8,7 @@ mod load;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use load::{RuleError, load_dir, load_str};
+pub use load::{MAX_ACTIVE_RULES, MAX_RULES, RuleError, load_dir, load_str};
 
 use crate::event::{Class, Kind};
 use crate::time::Ts;
