@@ -166,8 +166,11 @@ fn cmd_replay(
             }
         },
     )?;
-    if let Some(e) = write_error {
-        return Err(e).context("writing alerts");
+    match write_error {
+        // The reader of stdout went away (`| head`): that is the end of the job, not a failure.
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
+        Some(e) => return Err(e).context("writing alerts"),
+        None => {}
     }
     if let Some(e) = reject_error {
         return Err(e).context("writing rejects");
@@ -175,7 +178,10 @@ fn cmd_replay(
     if let Some(mut file) = reject_file {
         file.flush().context("writing rejects")?;
     }
-    out.flush().context("writing alerts")?;
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
+        flushed => flushed.context("writing alerts")?,
+    }
     let rejected = summary.rejected_total();
     if !quiet && rejected > printed {
         eprintln!("({} more rejected lines not shown)", rejected - printed);
