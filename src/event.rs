@@ -430,19 +430,21 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys = KeySet::default();
+        // The schema's keys are remembered as bits; only other keys go to a `KeySet`.
+        let mut known = 0u8;
+        let mut others = KeySet::default();
         let mut raw = RawEvent::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let is_data = key == "data";
-            let slot = match key.as_ref() {
-                "event_id" => Some(&mut raw.event_id),
-                "entity_id" => Some(&mut raw.entity_id),
-                "kind" => Some(&mut raw.kind),
-                "occurred_at" => Some(&mut raw.occurred_at),
-                "source" => Some(&mut raw.source),
-                "data" => Some(&mut raw.data),
-                _ => None,
+            let (bit, slot) = match key.as_ref() {
+                "event_id" => (1, Some(&mut raw.event_id)),
+                "entity_id" => (2, Some(&mut raw.entity_id)),
+                "kind" => (4, Some(&mut raw.kind)),
+                "occurred_at" => (8, Some(&mut raw.occurred_at)),
+                "source" => (16, Some(&mut raw.source)),
+                "data" => (32, Some(&mut raw.data)),
+                _ => (0, None),
             };
+            let is_data = bit == 32;
             let (value, class) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: is_data })?;
             if let Some(slot) = slot {
                 *slot = value;
@@ -450,7 +452,9 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
             if is_data {
                 raw.class = class;
             }
-            if !keys.insert(key) {
+            let repeated = if bit == 0 { !others.insert(key) } else { known & bit != 0 };
+            known |= bit;
+            if repeated {
                 self.repeated.set(true);
             }
         }
