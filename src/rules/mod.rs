@@ -37,16 +37,6 @@ impl Action {
         }
     }
 
-    /// The Chinese name used in the seed document.
-    pub fn name_zh(self) -> &'static str {
-        match self {
-            Action::Remind => "提醒",
-            Action::Warn => "警示",
-            Action::Interview => "约谈",
-            Action::Inspect => "检查",
-        }
-    }
-
     /// The action of a level code (1..=4); 0 and anything else is none.
     pub fn from_level(level: u8) -> Option<Action> {
         match level {
