@@ -5,25 +5,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context;
-
 use crate::cli::{load_rules, open_inputs, print_all};
 use crate::engine::Engine;
-use crate::replay::{Input, replay};
+use crate::replay::{Input, replay_all};
 use crate::rules::Action;
 use crate::time::{Ts, format_rfc3339};
 
 type Key = (Ts, String, String); // (at, entity, rule)
 
-fn alerts(rules: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result<BTreeMap<Key, Action>> {
-    let mut engine = Engine::new(load_rules(rules)?)?;
-    let mut out = BTreeMap::new();
-    replay(
-        &mut engine,
+/// The alerts of the old and the new rule set over the same history, read once.
+fn alerts(old: &Path, new: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result<[BTreeMap<Key, Action>; 2]> {
+    let mut engines = [Engine::new(load_rules(old)?)?, Engine::new(load_rules(new)?)?];
+    let mut out = [BTreeMap::new(), BTreeMap::new()];
+    replay_all(
+        &mut engines,
         inputs,
         until,
-        &mut |engine, a| {
-            out.insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
+        &mut |e, engine, a| {
+            out[e].insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
         },
         &mut |_| {},
     )?;
@@ -59,27 +58,7 @@ fn compare(old: &BTreeMap<Key, Action>, new: &BTreeMap<Key, Action>) -> RuleDiff
 
 /// Runs the back-test and prints the report; true when it ran.
 pub fn run(old: &Path, new: &Path, until: Option<Ts>, verbose: bool, files: &[String]) -> anyhow::Result<bool> {
-    // Read stdin once: both replays need the same bytes.
-    let stdin_bytes = if files.iter().any(|f| f == "-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading stdin")?;
-        Some(buf)
-    } else {
-        None
-    };
-    let inputs = |files: &[String]| -> anyhow::Result<Vec<Input>> {
-        let named: Vec<String> = files.iter().filter(|f| *f != "-").cloned().collect();
-        let mut opened = open_inputs(&named)?.into_iter();
-        Ok(files
-            .iter()
-            .filter_map(|f| match (f.as_str(), &stdin_bytes) {
-                ("-", Some(b)) => Some(Input::from_bytes("-", b.clone())),
-                _ => opened.next(),
-            })
-            .collect())
-    };
-    let before = alerts(old, inputs(files)?, until)?;
-    let after = alerts(new, inputs(files)?, until)?;
+    let [before, after] = alerts(old, new, open_inputs(files)?, until)?;
     let d = compare(&before, &after);
 
     let mut text = String::new();

@@ -162,10 +162,26 @@ pub fn replay(
     on_alert: &mut dyn FnMut(&Engine, &Alert),
     on_reject: &mut dyn FnMut(&Rejection),
 ) -> io::Result<Summary> {
+    replay_all(std::slice::from_mut(engine), inputs, until, &mut |_, engine, alert| on_alert(engine, alert), on_reject)
+}
+
+/// [`replay`] through several engines at once (a back-test: the same history under several rule sets),
+/// reading and decoding every line once. `on_alert` gets the index of the engine that raised the alert.
+/// Whether an event is first seen does not depend on rules, so it is decided once, with the first engine's
+/// memory of seen ids; the other engines' memories are left as they were. The summary counts lines and
+/// events once and the alerts of every engine.
+pub fn replay_all(
+    engines: &mut [Engine],
+    inputs: Vec<Input>,
+    until: Option<Ts>,
+    on_alert: &mut dyn FnMut(usize, &Engine, &Alert),
+    on_reject: &mut dyn FnMut(&Rejection),
+) -> io::Result<Summary> {
     let mut summary = Summary::default();
+    let Some(first) = engines.first_mut() else { return Ok(summary) };
+    let dedup = first.take_dedup();
     let mut pending: Vec<Alert> = Vec::new();
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
-    let dedup = engine.take_dedup();
     let read = std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_inputs(inputs, dedup, tx));
         let mut keys = Vec::with_capacity(BATCH_LINES);
@@ -178,13 +194,22 @@ pub fn replay(
             for (i, (number, decoded)) in batch.items.into_iter().enumerate() {
                 summary.lines += 1;
                 if i % WARM_AHEAD == 0 {
-                    engine.warm(keys[i..].iter().take(WARM_AHEAD).flatten());
+                    for engine in engines.iter() {
+                        engine.warm(keys[i..].iter().take(WARM_AHEAD).flatten());
+                    }
                 }
                 match decoded {
                     Decoded::Event(event) => {
-                        if let Offer::Accepted { late } = engine.offer_first_seen(event, &mut |a| pending.push(a)) {
-                            summary.accepted += 1;
-                            summary.late += u64::from(late);
+                        let last = engines.len() - 1;
+                        let mut event = Some(event);
+                        for (e, engine) in engines.iter_mut().enumerate() {
+                            let Some(ev) = (if e == last { event.take() } else { event.clone() }) else { break };
+                            let offer = engine.offer_first_seen(ev, &mut |a| pending.push(a));
+                            if let (0, Offer::Accepted { late }) = (e, offer) {
+                                summary.accepted += 1;
+                                summary.late += u64::from(late);
+                            }
+                            drain(e, engine, &mut pending, &mut summary, on_alert);
                         }
                     }
                     Decoded::Duplicate => summary.duplicates += 1,
@@ -194,9 +219,6 @@ pub fn replay(
                         on_reject(&Rejection { location, reason });
                     }
                 }
-                if !pending.is_empty() {
-                    drain(engine, &mut pending, &mut summary, on_alert);
-                }
             }
         }
         reader.join()
@@ -204,12 +226,14 @@ pub fn replay(
     let Ok((dedup, result)) = read else {
         return Err(io::Error::other("the reader thread panicked"));
     };
-    engine.put_dedup(dedup);
+    engines[0].put_dedup(dedup);
     result?;
-    engine.finish(until, &mut |a| pending.push(a));
-    drain(engine, &mut pending, &mut summary, on_alert);
-    summary.entities = engine.entities();
-    summary.state_bytes = engine.state_bytes();
+    for (e, engine) in engines.iter_mut().enumerate() {
+        engine.finish(until, &mut |a| pending.push(a));
+        drain(e, engine, &mut pending, &mut summary, on_alert);
+        summary.entities += engine.entities();
+        summary.state_bytes += engine.state_bytes();
+    }
     Ok(summary)
 }
 
@@ -225,7 +249,7 @@ pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
                 Line::TooLong => Err(Reason::TooLarge),
             };
             match decoded {
-                Ok(event) => summary.accepted += u64::from(!event.id.is_empty()),
+                Ok(_) => summary.accepted += 1,
                 Err(reason) => *summary.rejected.entry(reason.as_str()).or_default() += 1,
             }
         }
@@ -233,10 +257,16 @@ pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
     Ok(summary)
 }
 
-fn drain(engine: &Engine, pending: &mut Vec<Alert>, summary: &mut Summary, on_alert: &mut dyn FnMut(&Engine, &Alert)) {
+fn drain(
+    index: usize,
+    engine: &Engine,
+    pending: &mut Vec<Alert>,
+    summary: &mut Summary,
+    on_alert: &mut dyn FnMut(usize, &Engine, &Alert),
+) {
     for alert in pending.drain(..) {
         let rule = &engine.rules().all[alert.rule].id;
         *summary.alerts.entry((rule.clone(), alert.action)).or_default() += 1;
-        on_alert(engine, &alert);
+        on_alert(index, engine, &alert);
     }
 }
