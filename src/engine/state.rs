@@ -163,8 +163,10 @@ impl Run {
     }
 
     fn insert(&mut self, rec: Rec) {
-        let live = self.live();
-        let pos = position(|i| live[i].at(), live.len(), rec.at());
+        // After every event of the same time (arrival order); appending is the common case.
+        let (live, at) = (self.live(), rec.at());
+        let pos =
+            if live.last().is_none_or(|l| l.at() <= at) { live.len() } else { live.partition_point(|r| r.at() <= at) };
         if pos >= live.len() / 2 {
             self.recs.insert(self.start + pos, rec);
             return;
@@ -268,19 +270,6 @@ pub(super) fn level(levels: u64, slot: usize) -> u8 {
 /// `levels` with rule `slot` set to `level`.
 pub(super) fn with_level(levels: u64, slot: usize, level: u8) -> u64 {
     levels & !(7 << (3 * slot)) | u64::from(level) << (3 * slot)
-}
-
-/// Where `rec` goes in a run sorted by time: after every event of the same time (arrival order).
-fn position(run: impl Fn(usize) -> Ts, len: usize, at: Ts) -> usize {
-    if len == 0 || run(len - 1) <= at {
-        return len;
-    }
-    let (mut lo, mut hi) = (0, len);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if run(mid) <= at { lo = mid + 1 } else { hi = mid }
-    }
-    lo
 }
 
 impl Entity {
