@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use crate::engine::{Alert, Engine};
 use crate::replay::{Input, replay};
-use crate::rules::{Action, RuleSet, load_dir};
+use crate::rules::{Action, RuleSet, line_of, load_dir};
 use crate::time::{format_rfc3339, parse_rfc3339};
 
 /// A test file.
@@ -187,9 +187,7 @@ fn event_line(t: &EventTable, n: usize, default_entity: Option<&str>) -> anyhow:
 pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let file: TestFile = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+        let line = e.span().map_or(1, |s| line_of(&text, s.start));
         anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
     })?;
     let rules_path = path.parent().unwrap_or(Path::new(".")).join(&file.rules);

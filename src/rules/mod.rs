@@ -8,6 +8,7 @@ mod load;
 use std::fmt;
 use std::path::PathBuf;
 
+pub(crate) use load::line_of;
 pub use load::{MAX_ACTIVE_RULES, MAX_RULES, RuleError, load_dir, load_str};
 
 use crate::event::{Class, Kind};
