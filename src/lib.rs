@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod cli;
+pub mod config;
 pub mod credit_code;
 pub mod diff;
 pub mod engine;

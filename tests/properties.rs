@@ -607,6 +607,45 @@ proptest! {
         }
     }
 
+    /// (c2) A checkpoint changes nothing: stopping the engine after any event (duplicates included), writing
+    /// its snapshot, reading it back and going on gives the alert stream of one uninterrupted run.
+    #[test]
+    fn a_snapshot_restores_the_same_stream(
+        (items, until) in stream_until(),
+        cut in any::<Index>(),
+        dups in prop::collection::vec(any::<Index>(), 0..4),
+    ) {
+        let mut lines = lines_of(&items);
+        for d in &dups {
+            let l = lines[d.index(lines.len())].clone();
+            lines.push(l);
+        }
+        let cut = cut.index(lines.len() + 1);
+        for rules in rule_sets() {
+            let mut whole = Engine::new(rules.clone()).unwrap();
+            let mut a = Vec::new();
+            for line in &lines {
+                whole.offer(decode(line).unwrap(), &mut |x| a.push(x));
+            }
+            whole.finish(until, &mut |x| a.push(x));
+
+            let mut first = Engine::new(rules.clone()).unwrap();
+            let mut b = Vec::new();
+            for line in &lines[..cut] {
+                first.offer(decode(line).unwrap(), &mut |x| b.push(x));
+            }
+            let mut bytes = Vec::new();
+            first.write_snapshot(&mut bytes).unwrap();
+            let mut second = Engine::read_snapshot(rules.clone(), &bytes).unwrap();
+            prop_assert_eq!(second.entities(), first.entities());
+            for line in &lines[cut..] {
+                second.offer(decode(line).unwrap(), &mut |x| b.push(x));
+            }
+            second.finish(until, &mut |x| b.push(x));
+            prop_assert_eq!(a, b);
+        }
+    }
+
     /// (d) Bad lines change nothing, wherever they are, even when they carry the `event_id` of a later valid
     /// event ("a bad line does not use up its event_id") or a far-future time.
     #[test]

@@ -15,7 +15,7 @@ use nohash_hasher::BuildNoHashHasher;
 use xxhash_rust::xxh3::xxh3_64_with_secret;
 
 /// Bytes of the hash secret (XXH3's default secret size).
-const SECRET_BYTES: usize = 192;
+pub(super) const SECRET_BYTES: usize = 192;
 
 /// The set of seen event ids.
 pub struct Dedup {
@@ -40,6 +40,18 @@ impl Dedup {
     /// Records `id`; false if it was seen before.
     pub fn insert(&mut self, id: &str) -> bool {
         self.seen.insert(xxh3_64_with_secret(id.as_bytes(), &self.secret[..]))
+    }
+
+    /// The secret and the hashes, for a checkpoint.
+    pub(super) fn parts(&self) -> (&[u8; SECRET_BYTES], impl Iterator<Item = u64> + '_) {
+        (&self.secret, self.seen.iter().copied())
+    }
+
+    /// A set read back from a checkpoint.
+    pub(super) fn from_parts(secret: [u8; SECRET_BYTES], hashes: impl ExactSizeIterator<Item = u64>) -> Dedup {
+        let mut seen = HashSet::with_capacity_and_hasher(hashes.len(), BuildNoHashHasher::default());
+        seen.extend(hashes);
+        Dedup { secret: Box::new(secret), seen }
     }
 
     /// Ids remembered.

@@ -15,6 +15,7 @@
 //! with arrivals.
 
 mod dedup;
+mod snapshot;
 mod state;
 mod timers;
 
@@ -29,6 +30,7 @@ use crate::rules::{Action, Measure, RuleSet};
 use crate::time::Ts;
 
 pub use dedup::Dedup;
+pub use snapshot::SnapshotError;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
 
@@ -297,6 +299,48 @@ impl Engine {
             entity.due = due;
             if due != Ts::MAX {
                 self.timers.push(due, idx);
+            }
+        }
+    }
+
+    /// Swaps in a new rule set (a reload). Levels are kept for the rules whose id is still active; a new
+    /// rule starts at no level. Every entity joins the batch of `now`, so at the next flush each is
+    /// evaluated under the new rules against the levels it had: a level that now rises is an alert, one
+    /// that falls re-arms silently, exactly as if the thresholds had changed at `now`. Events already pruned
+    /// under the old rules' windows are gone: a longer window counts only what was still kept.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Result<(), EngineError> {
+        let n = rules.active.len();
+        if n > MAX_ACTIVE_RULES {
+            return Err(EngineError::TooManyRules(n));
+        }
+        let old: Vec<(String, String)> = self.rules.active().map(|r| (r.id.clone(), r.version.clone())).collect();
+        self.plan = Plan::new(&rules);
+        self.rules = rules;
+        self.adopt_levels(&old);
+        Ok(())
+    }
+
+    /// Maps levels stored under the active rules `old` (id, version) onto the current rules; if anything
+    /// differs, every entity joins the batch of `now`.
+    fn adopt_levels(&mut self, old: &[(String, String)]) {
+        let same = old.len() == self.rules.active.len()
+            && self.rules.active().zip(old).all(|(r, (id, version))| r.id == *id && r.version == *version);
+        if same {
+            return;
+        }
+        let from: Vec<Option<usize>> =
+            self.rules.active().map(|r| old.iter().position(|(id, _)| *id == r.id)).collect();
+        for (idx, entity) in self.entities.iter_mut().enumerate() {
+            let mut levels = 0;
+            for (slot, f) in from.iter().enumerate() {
+                if let Some(f) = *f {
+                    levels = state::with_level(levels, slot, state::level(entity.levels, f));
+                }
+            }
+            entity.levels = levels;
+            if !entity.touched {
+                entity.touched = true;
+                self.touched.push(idx as u32);
             }
         }
     }

@@ -44,6 +44,12 @@ impl Rec {
         Rec { id: event.id.clone(), at_lo: event.at as u32, at_hi, kind: event.kind, class: event.class }
     }
 
+    /// A record read back from a checkpoint.
+    pub fn from_parts(id: CompactString, at: Ts, kind: Kind, class: Option<Class>) -> Rec {
+        let at_hi = i8::try_from(at >> 32).unwrap_or(if at < 0 { i8::MIN } else { i8::MAX });
+        Rec { id, at_lo: at as u32, at_hi, kind, class }
+    }
+
     /// A placeholder for a dead slot of a [`Run`]; never read.
     fn dead(kind: Kind) -> Rec {
         Rec { id: CompactString::default(), at_lo: 0, at_hi: 0, kind, class: None }
@@ -317,6 +323,11 @@ impl Entity {
             }
             Store::Large(runs) => runs[rec.kind as usize].insert(rec),
         }
+    }
+
+    /// Every stored event, kind by kind, each kind by `occurred_at` with ties in arrival order.
+    pub fn recs(&self) -> impl Iterator<Item = &Rec> {
+        self.runs().0.into_iter().flatten()
     }
 
     /// A view of the runs.

@@ -126,3 +126,54 @@ fn too_many_active_rules_are_refused() {
     }
     assert!(matches!(Engine::new(Arc::new(RuleSet::new(rules, vec![]))), Err(EngineError::TooManyRules(_))));
 }
+
+#[test]
+fn a_reload_alerts_on_levels_that_rise_under_the_new_thresholds() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.advance_to(0, &mut |a| out.push(a));
+    e.ingest(ev("a", Kind::NegativeSentiment, 0));
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty(), "one item is under remind = 2");
+
+    // The same rule with remind = 1 (kept by id), and the surge rule dropped.
+    let lowered = RULES.replace("thresholds = { remind = 2, warn = 3 }", "thresholds = { remind = 1, warn = 3 }");
+    let lowered = &lowered[..lowered.find("[[rule]]\nid = \"complaint-surge\"").unwrap()];
+    let rules = Arc::new(RuleSet::new(load_str("test.toml", lowered).unwrap(), vec![]));
+    e.set_rules(rules).unwrap();
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(0, 0, Action::Remind)], "the standing count now reaches remind");
+    assert_eq!(out[0].previous, None);
+
+    // Back to remind = 2: the level falls silently, and a second item re-alerts.
+    out.clear();
+    e.set_rules(Arc::new(RuleSet::new(load_str("test.toml", RULES).unwrap(), vec![]))).unwrap();
+    e.advance_to(10, &mut |a| out.push(a));
+    assert!(out.is_empty());
+    e.ingest(ev("b", Kind::NegativeSentiment, 10));
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(10, 0, Action::Remind)]);
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_never_trusted() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    for (i, at) in [0, 5, 5, 40 * DAY].into_iter().enumerate() {
+        e.offer(ev(&format!("s{i}"), Kind::NegativeSentiment, at), &mut |a| out.push(a));
+    }
+    e.offer(Event { class: Some(Class::B), ..ev("k", Kind::Classification, 7) }, &mut |a| out.push(a));
+    let mut bytes = Vec::new();
+    e.write_snapshot(&mut bytes).unwrap();
+    let rules = e.rules().clone();
+    assert!(Engine::read_snapshot(rules.clone(), &bytes).is_ok());
+    for len in 0..bytes.len() {
+        assert!(Engine::read_snapshot(rules.clone(), &bytes[..len]).is_err(), "truncated at {len}");
+    }
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0xff;
+        // A flipped byte may still read as a valid state (a different time or level); it must never panic.
+        let _ = Engine::read_snapshot(rules.clone(), &bad);
+    }
+}

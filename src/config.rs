@@ -1,0 +1,516 @@
+//! The daemon's configuration: one TOML file, every key documented in `deploy/config.example.toml`.
+//!
+//! Parsing is strict (`deny_unknown_fields`), every key has a named default, and [`Config::load`] checks
+//! what a parse cannot (exactly one source, readable secret files, rules that load) so that
+//! `credit-sentinel check-config` can refuse a bad file before systemd starts or reloads the daemon. Errors
+//! name the file and line. Secrets are never written in the file: it names files that hold them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::rules::line_of;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of rule files (`*.toml`, searched recursively). Relative paths are relative to the config file.
+    #[serde(default = "default_rules")]
+    pub rules: PathBuf,
+    /// Directory for checkpoints (window state, levels, dedup memory, source positions). systemd's
+    /// `StateDirectory=` sets `$STATE_DIRECTORY`, which is used when this key is absent.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The clock.
+    #[serde(default)]
+    pub clock: ClockConfig,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// The embedded default source: JSON Lines from a file (or stdin), followed like `tail -F`.
+    #[serde(default)]
+    pub file: Option<Spanned<FileConfig>>,
+    /// Kafka: a consumer group over the input topics, alerts and bad input produced to topics.
+    #[serde(default)]
+    pub kafka: Option<Spanned<KafkaConfig>>,
+    /// History loaded before going live.
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+}
+
+fn default_rules() -> PathBuf {
+    PathBuf::from("alert-rules")
+}
+
+/// Which clock drives `now` (SPEC: "The daemon's clock is configurable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// `now` is wall-clock time; timers fire as real time passes.
+    #[default]
+    Wall,
+    /// Kafka Streams' stream time: each input partition's `now` is the largest `occurred_at` read from it.
+    Event,
+}
+
+/// `[clock]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `wall` (production default) or `event`.
+    #[serde(default)]
+    pub mode: ClockMode,
+    /// With the wall clock, events more than this many seconds in the future are bad input.
+    #[serde(default = "default_future_margin_secs")]
+    pub future_margin_secs: u64,
+}
+
+fn default_future_margin_secs() -> u64 {
+    300
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig { mode: ClockMode::default(), future_margin_secs: default_future_margin_secs() }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Seconds between checkpoints (one is also written at shutdown and before a partition is given up).
+    #[serde(default = "default_checkpoint_interval_secs")]
+    pub interval_secs: u64,
+    /// Good checkpoints kept per partition; the older ones are the fallback when the newest is damaged.
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn default_checkpoint_interval_secs() -> u64 {
+    30
+}
+
+fn default_checkpoint_keep() -> usize {
+    2
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { interval_secs: default_checkpoint_interval_secs(), keep: default_checkpoint_keep() }
+    }
+}
+
+impl CheckpointConfig {
+    /// The interval as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+}
+
+/// `[file]`: the embedded default source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// JSON Lines file to read; `-` is stdin (stdin has no position to restore after a restart).
+    pub path: PathBuf,
+    /// Keep reading as the file grows, and reopen it when it is replaced or truncated (`tail -F`).
+    /// With `false` the daemon stops at the end of the file.
+    #[serde(default = "default_true")]
+    pub follow: bool,
+    /// Milliseconds between looks at a followed file that has no new line.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Alert records are appended here as JSON Lines (relative to the state directory); absent: stdout.
+    #[serde(default)]
+    pub alerts: Option<PathBuf>,
+    /// Rejected lines are appended here (`file:line: reason: text`, relative to the state directory);
+    /// absent: logged only.
+    #[serde(default)]
+    pub rejects: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group; instances with the same group share the partitions.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Input topics; the event kind is read from each message.
+    pub topics: Vec<String>,
+    /// Every alert record is produced here (key = `entity_id`).
+    pub alert_topic: String,
+    /// Bad messages are produced here with their reason in headers; absent: counted and logged only.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default = "default_protocol")]
+    pub security_protocol: String,
+    /// SASL credentials.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// TLS files.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Milliseconds a poll waits for messages.
+    #[serde(default = "default_kafka_poll_ms")]
+    pub poll_ms: u64,
+    /// librdkafka properties passed through to the consumer and producer (no secrets: use the files above).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    #[serde(default)]
+    pub consumer_options: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    #[serde(default)]
+    pub producer_options: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "credit-sentinel".to_owned()
+}
+
+fn default_protocol() -> String {
+    "plaintext".to_owned()
+}
+
+fn default_kafka_poll_ms() -> u64 {
+    100
+}
+
+/// `[kafka.sasl]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    /// File holding the password (one line; a trailing newline is ignored).
+    pub password_file: PathBuf,
+}
+
+/// `[kafka.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s) to verify the brokers (PEM); absent: the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// File holding the client key's password, if it has one.
+    #[serde(default)]
+    pub key_password_file: Option<PathBuf>,
+}
+
+/// `[bootstrap]`: history loaded before going live (Kafka rarely keeps three years).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// JSON Lines history files, read in order before the live source when the state directory holds no
+    /// checkpoint (`run --bootstrap FILE...` adds to these).
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// librdkafka properties that carry secrets: refused in the pass-through tables.
+const SECRET_PROPERTIES: &[&str] =
+    &["sasl.password", "ssl.key.password", "ssl.key.pem", "ssl_key", "sasl.oauthbearer.client.secret"];
+
+/// Which source the file configures.
+pub enum Source<'a> {
+    File(&'a FileConfig),
+    Kafka(&'a KafkaConfig),
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file. Relative paths in it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io { path: name.clone(), error })?;
+        let mut config = Config::parse(&name, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.check_files(&name, &text)?;
+        Ok(config)
+    }
+
+    /// Parses and checks the text of a configuration file (`name` is used in messages).
+    pub fn parse(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |line: usize, message: String| ConfigError::Invalid { path: name.to_owned(), line, message };
+        let config: Config = toml::from_str(text)
+            .map_err(|e| invalid(e.span().map_or(1, |s| line_of(text, s.start)), e.message().to_owned()))?;
+        match (&config.file, &config.kafka) {
+            (None, None) => return Err(invalid(1, "no source: add a [file] or a [kafka] section".into())),
+            (Some(_), Some(k)) => {
+                return Err(invalid(
+                    line_of(text, k.span().start),
+                    "both [file] and [kafka]: choose one source".into(),
+                ));
+            }
+            _ => {}
+        }
+        if config.checkpoint.interval_secs == 0 {
+            return Err(invalid(key_line(text, "interval_secs"), "checkpoint.interval_secs must be at least 1".into()));
+        }
+        if config.checkpoint.keep == 0 {
+            return Err(invalid(key_line(text, "keep"), "checkpoint.keep must be at least 1".into()));
+        }
+        if let Some(kafka) = &config.kafka {
+            let line = line_of(text, kafka.span().start);
+            let k = kafka.get_ref();
+            if k.topics.is_empty() {
+                return Err(invalid(key_line(text, "topics"), "kafka.topics is empty".into()));
+            }
+            let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+            if !protocols.contains(&k.security_protocol.as_str()) {
+                return Err(invalid(
+                    key_line(text, "security_protocol"),
+                    format!("security_protocol must be one of {}", protocols.join(", ")),
+                ));
+            }
+            if k.security_protocol.starts_with("sasl") && k.sasl.is_none() {
+                return Err(invalid(line, format!("security_protocol {} needs [kafka.sasl]", k.security_protocol)));
+            }
+            for table in [&k.options, &k.consumer_options, &k.producer_options] {
+                for key in table.keys() {
+                    if SECRET_PROPERTIES.contains(&key.as_str()) {
+                        return Err(invalid(
+                            key_line(text, key),
+                            format!("`{key}` is a secret: name a file in [kafka.sasl] or [kafka.tls] instead"),
+                        ));
+                    }
+                    if managed_property(key) {
+                        return Err(invalid(
+                            key_line(text, key),
+                            format!("`{key}` is set by credit-sentinel (offsets and idempotence are ours)"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() && p.as_os_str() != "-" {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.rules);
+        if let Some(dir) = &mut self.state_dir {
+            join(dir);
+        }
+        if let Some(file) = &mut self.file {
+            join(&mut file.get_mut().path);
+        }
+        for f in &mut self.bootstrap.files {
+            join(f);
+        }
+        if let Some(kafka) = &mut self.kafka {
+            let k = kafka.get_mut();
+            if let Some(sasl) = &mut k.sasl {
+                join(&mut sasl.password_file);
+            }
+            if let Some(tls) = &mut k.tls {
+                for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file, &mut tls.key_password_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    join(p);
+                }
+            }
+        }
+    }
+
+    /// Secret and certificate files must be readable now, not at the first reconnect.
+    fn check_files(&self, name: &str, text: &str) -> Result<(), ConfigError> {
+        let Some(kafka) = &self.kafka else { return Ok(()) };
+        let k = kafka.get_ref();
+        let mut files: Vec<(&str, &Path)> = Vec::new();
+        if let Some(sasl) = &k.sasl {
+            files.push(("password_file", &sasl.password_file));
+        }
+        if let Some(tls) = &k.tls {
+            for (key, p) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+                ("key_password_file", &tls.key_password_file),
+            ] {
+                if let Some(p) = p {
+                    files.push((key, p));
+                }
+            }
+        }
+        for (key, path) in files {
+            if let Err(error) = std::fs::File::open(path) {
+                return Err(ConfigError::Invalid {
+                    path: name.to_owned(),
+                    line: key_line(text, key),
+                    message: format!("{key} {}: {error}", path.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured source.
+    pub fn source(&self) -> Source<'_> {
+        match (&self.file, &self.kafka) {
+            (_, Some(k)) => Source::Kafka(k.get_ref()),
+            (Some(f), None) => Source::File(f.get_ref()),
+            // `parse` refuses a file with neither.
+            (None, None) => unreachable!("a parsed config has a source"),
+        }
+    }
+
+    /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY`, else `./state`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("STATE_DIRECTORY") {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from("state"),
+        }
+    }
+}
+
+/// librdkafka properties the daemon sets itself and must not be overridden.
+fn managed_property(key: &str) -> bool {
+    matches!(
+        key,
+        "enable.auto.commit"
+            | "enable.auto.offset.store"
+            | "enable.idempotence"
+            | "group.id"
+            | "bootstrap.servers"
+            | "isolation.level"
+    )
+}
+
+/// The line of the first `key =` in `text` (for errors found after parsing), else 1.
+fn key_line(text: &str, key: &str) -> usize {
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        let l = l.strip_prefix('"').unwrap_or(l);
+        if let Some(rest) = l.strip_prefix(key) {
+            let rest = rest.strip_prefix('"').unwrap_or(rest);
+            if rest.trim_start().starts_with('=') {
+                return i + 1;
+            }
+        }
+    }
+    1
+}
+
+impl KafkaConfig {
+    /// The librdkafka properties shared by the consumer and the producer, secrets read from their files.
+    pub fn client_properties(&self) -> std::io::Result<Vec<(String, String)>> {
+        let mut props = vec![
+            ("bootstrap.servers".to_owned(), self.brokers.clone()),
+            ("security.protocol".to_owned(), self.security_protocol.clone()),
+        ];
+        if let Some(sasl) = &self.sasl {
+            props.push(("sasl.mechanism".into(), sasl.mechanism.clone()));
+            props.push(("sasl.username".into(), sasl.username.clone()));
+            props.push(("sasl.password".into(), read_secret(&sasl.password_file)?));
+        }
+        if let Some(tls) = &self.tls {
+            let path = |p: &PathBuf| p.display().to_string();
+            if let Some(p) = &tls.ca_file {
+                props.push(("ssl.ca.location".into(), path(p)));
+            }
+            if let Some(p) = &tls.cert_file {
+                props.push(("ssl.certificate.location".into(), path(p)));
+            }
+            if let Some(p) = &tls.key_file {
+                props.push(("ssl.key.location".into(), path(p)));
+            }
+            if let Some(p) = &tls.key_password_file {
+                props.push(("ssl.key.password".into(), read_secret(p)?));
+            }
+        }
+        props.extend(self.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(props)
+    }
+}
+
+/// A secret file's content without its trailing newline.
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        Config::parse("c.toml", text).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let e = error("[file]\npath = \"x\"\nfolow = true\n");
+        assert!(e.starts_with("c.toml:3:"), "{e}");
+        assert!(e.contains("folow"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        assert!(error("rules = \"r\"\n").contains("no source"));
+        let both = "[file]\npath = \"x\"\n[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\nalert_topic = \"a\"\n";
+        assert!(error(both).starts_with("c.toml:3: both"), "{}", error(both));
+    }
+
+    #[test]
+    fn secrets_and_managed_properties_cannot_be_passed_through() {
+        let base = "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\nalert_topic = \"a\"\n[kafka.options]\n";
+        let e = error(&format!("{base}\"sasl.password\" = \"hunter2\"\n"));
+        assert!(e.starts_with("c.toml:6:") && e.contains("secret"), "{e}");
+        let e = error(&format!("{base}\"enable.auto.commit\" = \"true\"\n"));
+        assert!(e.contains("set by credit-sentinel"), "{e}");
+        assert!(error(&format!("{base}\"fetch.wait.max.ms\" = \"50\"\n")).is_empty());
+    }
+
+    #[test]
+    fn defaults_are_named_values() {
+        let c = Config::parse("c.toml", "[file]\npath = \"events.jsonl\"\n").unwrap();
+        assert_eq!(c.clock.mode, ClockMode::Wall);
+        assert_eq!(c.clock.future_margin_secs, default_future_margin_secs());
+        assert_eq!(c.checkpoint.interval_secs, default_checkpoint_interval_secs());
+        assert!(c.file.unwrap().get_ref().follow);
+    }
+}

@@ -1,0 +1,186 @@
+//! The engine's state as bytes, for checkpoints: the clock, the active rules' ids (levels are stored per
+//! rule), the dedup memory (secret and hashes), and per entity its key, levels, timer, pending-batch flag and
+//! stored events.
+//!
+//! The reader trusts nothing: every length is checked against the bytes left, every key, kind and class is
+//! validated, and events are re-inserted through the normal path, so a damaged snapshot is refused with a
+//! [`SnapshotError`], never turned into inconsistent state. (Checkpoint files also carry a checksum; this is
+//! the second line.)
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use compact_str::CompactString;
+
+use super::dedup::SECRET_BYTES;
+use super::state::{Entity, Rec};
+use super::{Dedup, Engine, EngineError};
+use crate::credit_code::EntityKey;
+use crate::event::{Class, Kind};
+use crate::rules::RuleSet;
+use crate::time::Ts;
+
+const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x01";
+
+/// Why a snapshot cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("damaged engine snapshot: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl Engine {
+    /// Writes the state (see the module documentation). Pending events of `now` stay pending: their batch
+    /// is evaluated after a restore exactly as it would have been without one.
+    pub fn write_snapshot(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(MAGIC)?;
+        w.write_all(&self.now.unwrap_or(Ts::MIN).to_le_bytes())?;
+        w.write_all(&(self.rules.active.len() as u32).to_le_bytes())?;
+        for rule in self.rules.active() {
+            write_str(w, &rule.id)?;
+            write_str(w, &rule.version)?;
+        }
+        let (secret, hashes) = self.dedup.parts();
+        w.write_all(secret)?;
+        w.write_all(&(self.dedup.len() as u64).to_le_bytes())?;
+        for h in hashes {
+            w.write_all(&h.to_le_bytes())?;
+        }
+        w.write_all(&(self.entities.len() as u64).to_le_bytes())?;
+        for e in &self.entities {
+            w.write_all(e.key.to_string().as_bytes())?;
+            w.write_all(&e.levels.to_le_bytes())?;
+            w.write_all(&e.due.to_le_bytes())?;
+            w.write_all(&[u8::from(e.touched)])?;
+            w.write_all(&(e.recs().count() as u64).to_le_bytes())?;
+            for r in e.recs() {
+                w.write_all(&[r.kind as u8, r.class.map_or(0, |c| c as u8 + 1)])?;
+                w.write_all(&r.at().to_le_bytes())?;
+                write_str(w, &r.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a snapshot written by [`Engine::write_snapshot`] into an engine for `rules`. When `rules`
+    /// differ from the snapshot's, levels are kept for the rules whose id is still active and every entity
+    /// is re-evaluated at the next flush (see [`Engine::set_rules`]).
+    pub fn read_snapshot(rules: Arc<RuleSet>, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let mut r = Reader(bytes);
+        if r.take(MAGIC.len())? != MAGIC {
+            return Err(SnapshotError::Corrupt("not an engine snapshot"));
+        }
+        let now = r.i64()?;
+        let n_rules = r.u32()? as usize;
+        let mut old_rules = Vec::with_capacity(n_rules.min(r.0.len()));
+        for _ in 0..n_rules {
+            old_rules.push((r.str()?.to_owned(), r.str()?.to_owned()));
+        }
+        let secret: [u8; SECRET_BYTES] = r.take(SECRET_BYTES)?.try_into().map_err(|_| corrupt("secret"))?;
+        let n_hashes = r.count(8)?;
+        let hashes = r.take(n_hashes * 8)?;
+        let dedup = Dedup::from_parts(
+            secret,
+            hashes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+        );
+        let mut engine = Engine::new(rules)?;
+        engine.dedup = dedup;
+        engine.now = (now != Ts::MIN).then_some(now);
+        let n_entities = r.count(43)?;
+        engine.entities.reserve_exact(n_entities);
+        engine.index.reserve(n_entities);
+        for _ in 0..n_entities {
+            let key = std::str::from_utf8(r.take(18)?).ok().and_then(EntityKey::parse).ok_or(corrupt("entity key"))?;
+            let levels = r.u64()?;
+            let due = r.i64()?;
+            let touched = r.take(1)?[0] != 0;
+            let n_recs = r.count(12)?;
+            let mut entity = Entity::new(key);
+            for _ in 0..n_recs {
+                let kc = r.take(2)?;
+                let kind = *Kind::ALL.get(kc[0] as usize).ok_or(corrupt("kind"))?;
+                let class = match kc[1] {
+                    0 => None,
+                    c => Some(*Class::ALL.get(c as usize - 1).ok_or(corrupt("class"))?),
+                };
+                let at = r.i64()?;
+                let id = CompactString::from(r.str()?);
+                if kind == Kind::Profile || (kind == Kind::Classification) != class.is_some() {
+                    return Err(corrupt("event"));
+                }
+                entity.insert(Rec::from_parts(id, at, kind, class));
+            }
+            let idx = engine.entities.len() as u32;
+            if engine.index.insert(key, idx).is_some() {
+                return Err(corrupt("entity repeated"));
+            }
+            entity.levels = levels;
+            entity.due = due;
+            if due != Ts::MAX {
+                engine.timers.push(due, idx);
+            }
+            engine.entities.push(entity);
+            if touched {
+                engine.entities[idx as usize].touched = true;
+                engine.touched.push(idx);
+            }
+        }
+        if !r.0.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        engine.adopt_levels(&old_rules);
+        Ok(engine)
+    }
+}
+
+fn corrupt(what: &'static str) -> SnapshotError {
+    SnapshotError::Corrupt(what)
+}
+
+fn write_str(w: &mut impl Write, s: &str) -> io::Result<()> {
+    let len = u16::try_from(s.len()).map_err(|_| io::Error::other("string longer than 65535 bytes"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+/// A bounds-checked cursor.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
+        if n > self.0.len() {
+            return Err(corrupt("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| corrupt("u32"))?))
+    }
+
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| corrupt("u64"))?))
+    }
+
+    fn i64(&mut self) -> Result<i64, SnapshotError> {
+        Ok(self.u64()? as i64)
+    }
+
+    /// A count of items of at least `min_bytes` each, refused if the bytes left cannot hold them.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, SnapshotError> {
+        let n = self.u64()?;
+        if n > (self.0.len() / min_bytes) as u64 {
+            return Err(corrupt("count larger than the data"));
+        }
+        Ok(n as usize)
+    }
+
+    fn str(&mut self) -> Result<&'a str, SnapshotError> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| corrupt("length"))?);
+        std::str::from_utf8(self.take(len as usize)?).map_err(|_| corrupt("string"))
+    }
+}
