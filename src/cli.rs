@@ -73,6 +73,21 @@ enum Command {
     },
     /// Generate synthetic events (JSON Lines on stdout), deterministic for a seed.
     Gen(crate::generate::GenOptions),
+    /// Run the daemon: read the configured source, keep state, write alerts, checkpoint. SIGTERM/SIGINT stop
+    /// it gracefully (a second one at once), SIGHUP reloads the rules.
+    Run {
+        /// Configuration file (see deploy/config.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// History files (JSON Lines) to load before going live when no checkpoint exists.
+        #[arg(long, num_args = 1..)]
+        bootstrap: Vec<PathBuf>,
+    },
+    /// Check a configuration file and the rules it names; exit 1 with file:line and reason on any error.
+    CheckConfig {
+        /// Configuration file.
+        config: PathBuf,
+    },
 }
 
 /// Runs the command line; the exit code is 0 when the command did its job, 1 when it could not.
@@ -89,6 +104,8 @@ pub fn main() -> ExitCode {
             parse_until(until.as_deref()).and_then(|until| crate::diff::run(&old, &new, until, verbose, &files))
         }
         Command::Gen(opts) => crate::generate::run(&opts),
+        Command::Run { config, bootstrap } => crate::daemon::service::run(&config, bootstrap),
+        Command::CheckConfig { config } => crate::daemon::service::check_config(&config),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -131,6 +131,8 @@ pub enum Reason {
     BadCreditCode,
     BadTime,
     BadClass,
+    /// Only the live daemon with the wall clock: `occurred_at` beyond the configured future margin.
+    Future,
 }
 
 impl Reason {
@@ -150,6 +152,7 @@ impl Reason {
             Reason::BadCreditCode => "bad_credit_code",
             Reason::BadTime => "bad_time",
             Reason::BadClass => "bad_class",
+            Reason::Future => "future",
         }
     }
 }
@@ -170,6 +173,7 @@ impl fmt::Display for Reason {
             Reason::BadCreditCode => f.write_str("`entity_id` is not a valid unified social credit code"),
             Reason::BadTime => f.write_str("`occurred_at` is not an RFC 3339 time"),
             Reason::BadClass => f.write_str("classification without `data.class` in A B C D"),
+            Reason::Future => f.write_str("`occurred_at` is further in the future than the configured margin"),
         }
     }
 }

@@ -14,9 +14,11 @@
 //! - [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
 pub mod alert;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod credit_code;
+pub mod daemon;
 pub mod diff;
 pub mod engine;
 pub mod event;

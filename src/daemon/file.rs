@@ -1,0 +1,358 @@
+//! The embedded default source: JSON Lines from a file, followed as it grows like `tail -F`, or stdin.
+//!
+//! One state partition. Its checkpoint holds the byte offset after the last whole line handled, the number
+//! of lines before it and the file's identity, so a restart resumes at the next line; a file replaced or
+//! truncated since is read from its start (its events' ids are remembered, so lines read before count once).
+//! Alerts are appended to a file whose length is part of the checkpoint: on restart the file is cut back
+//! to that length and the alerts after it are raised again by the same input, so each alert is written
+//! exactly once. Rejected lines go to a reject file (`file:line: reason: text`) and the log.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::checkpoint::Store;
+use crate::config::{Config, FileConfig};
+use crate::event::{MAX_LINE_BYTES, Reason, decode};
+use crate::lines::Line;
+use crate::rules::RuleSet;
+
+use super::task::Task;
+use super::{Chores, DaemonError, Handle, Stats, wall_now};
+
+/// Lines handled per turn of the loop between looks at the clock and the handle.
+const LINES_PER_TURN: usize = 4096;
+
+pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &Handle) -> Result<(), DaemonError> {
+    let stats = handle.stats();
+    let state_dir = config.state_dir();
+    let store = Store::open(state_dir.join("file"), config.checkpoint.keep)?;
+    let (mut task, restored) = Task::open(store, &rules, &config.clock)?;
+    let mut alerts = AlertFile::open(source.alerts.as_ref().map(|p| state_dir.join(p)), task.meta.alerts_mark)?;
+    let mut rejects = match &source.rejects {
+        Some(p) => Some(open_append(&state_dir.join(p))?),
+        None => None,
+    };
+    if !restored {
+        for path in &config.bootstrap.files {
+            bootstrap(&mut task, path, &mut alerts, stats)?;
+        }
+    }
+    let mut tail = Tail::open(&source.path, &task.meta)?;
+    stats.partitions.store(1, std::sync::atomic::Ordering::Relaxed);
+    let name: Arc<str> = Arc::from(source.path.display().to_string());
+    handle.set_ready();
+    tracing::info!(path = %name, follow = source.follow, restored, "reading events");
+    let mut chores = Chores::new(config.checkpoint.interval());
+    let mut ended = false;
+    while !handle.stopping() && !ended {
+        if let Some(new) = handle.take_reload() {
+            task.set_rules(new)?;
+            Stats::add(&stats.reloads_ok, 1);
+            tracing::info!("rules reloaded");
+        }
+        let wall = wall_now();
+        task.tick(wall, stats);
+        let mut handled = 0;
+        while handled < LINES_PER_TURN {
+            let (number, line) = match tail.next_line().map_err(|error| io_error(&name, error))? {
+                Some(line) => line,
+                None if !source.follow => match tail.rest() {
+                    Some(line) => {
+                        ended = true;
+                        line
+                    }
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                },
+                None => break,
+            };
+            handled += 1;
+            Stats::add(&stats.lines, 1);
+            let decoded = match line {
+                Line::Text(bytes) => decode(bytes).map_err(|r| (r, bytes)),
+                Line::TooLong => Err((Reason::TooLarge, &b""[..])),
+            };
+            let result = decoded.and_then(|event| task.handle(event, wall, stats).map_err(|r| (r, &b""[..])));
+            if let Err((reason, bytes)) = result {
+                Stats::add(&stats.rejected, 1);
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+                tracing::debug!(location = %format!("{name}:{number}"), %reason, "rejected");
+                if let Some(w) = &mut rejects {
+                    writeln!(w, "{name}:{number}: {}: {reason}: {text}", reason.as_str())
+                        .map_err(|error| io_error("reject file", error))?;
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        task.meta.next_offset = tail.offset;
+        task.meta.lines = tail.lines;
+        task.meta.file_id = tail.id;
+        alerts.write(&mut task)?;
+        stats.entities.store(task.engine.entities() as u64, std::sync::atomic::Ordering::Relaxed);
+        chores.ping(stats);
+        if chores.checkpoint_due() {
+            checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
+            chores.checkpointed();
+        }
+        if handled == 0 && !ended {
+            std::thread::sleep(Duration::from_millis(source.poll_ms));
+            if tail.reopen_if_replaced().map_err(|error| io_error(&name, error))? {
+                tracing::info!(path = %name, "file replaced or truncated; reading the new one from its start");
+            }
+        }
+    }
+    if ended {
+        // A file that is not followed is the whole input: evaluate its last instant, as replay does.
+        let mut raised = Vec::new();
+        task.engine.flush(&mut |a| raised.push(a));
+        task.emit(raised, stats);
+        alerts.write(&mut task)?;
+    }
+    checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
+    tracing::info!(status = %stats.status_line(), "stopped");
+    Ok(())
+}
+
+fn checkpoint(
+    task: &mut Task,
+    alerts: &mut AlertFile,
+    rejects: &mut Option<BufWriter<File>>,
+    stats: &Stats,
+) -> Result<(), DaemonError> {
+    if let Some(w) = rejects {
+        w.flush().map_err(|error| io_error("reject file", error))?;
+    }
+    task.meta.alerts_mark = alerts.sync()?;
+    task.checkpoint(stats)?;
+    Ok(())
+}
+
+/// Loads a history file through the event clock before the live source starts (`[bootstrap]`).
+fn bootstrap(task: &mut Task, path: &Path, alerts: &mut AlertFile, stats: &Stats) -> Result<(), DaemonError> {
+    let input = crate::replay::Input::open(&path.display().to_string())
+        .map_err(|error| io_error(&path.display().to_string(), error))?;
+    let mut lines = crate::lines::Lines::new(input.reader);
+    let mut n = 0u64;
+    while let Some(line) = lines.next_line().map_err(|error| io_error(&input.name, error))? {
+        if let Line::Text(bytes) = line
+            && let Ok(event) = decode(bytes)
+        {
+            task.history(event, stats);
+            n += 1;
+        }
+        if n.is_multiple_of(LINES_PER_TURN as u64) {
+            alerts.write(task)?;
+        }
+    }
+    alerts.write(task)?;
+    tracing::info!(path = %path.display(), events = n, "history loaded");
+    Ok(())
+}
+
+fn io_error(context: &str, error: io::Error) -> DaemonError {
+    DaemonError::Io { context: context.to_owned(), error }
+}
+
+fn open_append(path: &Path) -> Result<BufWriter<File>, DaemonError> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|error| io_error(&path.display().to_string(), error))?;
+    Ok(BufWriter::new(file))
+}
+
+/// Where alert records go: a file cut back to the checkpoint's mark on start, or stdout.
+enum AlertFile {
+    File { path: PathBuf, w: BufWriter<File>, len: u64 },
+    Stdout,
+}
+
+impl AlertFile {
+    fn open(path: Option<PathBuf>, mark: u64) -> Result<AlertFile, DaemonError> {
+        let Some(path) = path else { return Ok(AlertFile::Stdout) };
+        let err = |error| io_error(&path.display().to_string(), error);
+        let file = File::options().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        if len > mark {
+            tracing::info!(path = %path.display(), cut = len - mark, "alerts after the checkpoint are raised again");
+            file.set_len(mark).map_err(err)?;
+        }
+        let len = len.min(mark);
+        let mut file = file;
+        file.seek(SeekFrom::Start(len)).map_err(err)?;
+        Ok(AlertFile::File { path, w: BufWriter::new(file), len })
+    }
+
+    fn write(&mut self, task: &mut Task) -> Result<(), DaemonError> {
+        match self {
+            AlertFile::File { path, w, len } => {
+                for out in task.take_output() {
+                    w.write_all(&out.json).and_then(|()| w.write_all(b"\n")).map_err(|e| file_error(path, e))?;
+                    *len += out.json.len() as u64 + 1;
+                }
+            }
+            AlertFile::Stdout => {
+                let mut stdout = io::stdout().lock();
+                for out in task.take_output() {
+                    // A closed stdout (a pipe whose reader left) must not stop the daemon.
+                    let _ = stdout.write_all(&out.json).and_then(|()| stdout.write_all(b"\n"));
+                }
+                let _ = stdout.flush();
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was written durable; the length to record as the mark.
+    fn sync(&mut self) -> Result<u64, DaemonError> {
+        match self {
+            AlertFile::File { path, w, len } => {
+                w.flush().map_err(|e| file_error(path, e))?;
+                w.get_ref().sync_data().map_err(|e| file_error(path, e))?;
+                Ok(*len)
+            }
+            AlertFile::Stdout => Ok(0),
+        }
+    }
+}
+
+fn file_error(path: &Path, error: io::Error) -> DaemonError {
+    io_error(&path.display().to_string(), error)
+}
+
+/// A followed file (or stdin), read in whole lines.
+struct Tail {
+    path: PathBuf,
+    reader: Box<dyn Read + Send>,
+    /// `(device, inode)` of the open file; `None` for stdin.
+    id: Option<(u64, u64)>,
+    /// Byte offset after the last whole line returned.
+    offset: u64,
+    /// Lines returned so far (the 1-based number of the last one).
+    lines: u64,
+    buf: Vec<u8>,
+    start: usize,
+    /// Inside a line longer than the limit: its bytes are dropped up to the next newline.
+    skipping: bool,
+    /// Bytes of that line dropped so far (added to `offset` when it ends).
+    skipped: u64,
+}
+
+impl Tail {
+    fn open(path: &Path, meta: &crate::checkpoint::Meta) -> Result<Tail, DaemonError> {
+        let name = path.display().to_string();
+        if path.as_os_str() == "-" {
+            if meta.next_offset > 0 {
+                tracing::warn!("stdin has no position to resume at: reading it from its start (ids seen count once)");
+            }
+            return Ok(Tail::new(path, Box::new(io::stdin()), None, 0, 0));
+        }
+        let mut file = File::open(path).map_err(|error| io_error(&name, error))?;
+        let md = file.metadata().map_err(|error| io_error(&name, error))?;
+        let id = Some((md.dev(), md.ino()));
+        let (offset, lines) = if meta.file_id == id && md.len() >= meta.next_offset {
+            (meta.next_offset, meta.lines)
+        } else {
+            if meta.next_offset > 0 {
+                tracing::warn!(path = %name, "not the file of the checkpoint (replaced or truncated): reading it from its start");
+            }
+            (0, 0)
+        };
+        file.seek(SeekFrom::Start(offset)).map_err(|error| io_error(&name, error))?;
+        Ok(Tail::new(path, Box::new(file), id, offset, lines))
+    }
+
+    fn new(path: &Path, reader: Box<dyn Read + Send>, id: Option<(u64, u64)>, offset: u64, lines: u64) -> Tail {
+        Tail {
+            path: path.to_owned(),
+            reader,
+            id,
+            offset,
+            lines,
+            buf: Vec::new(),
+            start: 0,
+            skipping: false,
+            skipped: 0,
+        }
+    }
+
+    /// The next whole line with its number, or `None` if none is complete yet.
+    fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
+                let (from, to) = (self.start, self.start + i);
+                self.start = to + 1;
+                self.offset += (to + 1 - from) as u64 + std::mem::take(&mut self.skipped);
+                self.lines += 1;
+                if std::mem::take(&mut self.skipping) || to - from > MAX_LINE_BYTES {
+                    return Ok(Some((self.lines, Line::TooLong)));
+                }
+                return Ok(Some((self.lines, Line::Text(&self.buf[from..to]))));
+            }
+            // No newline in what is buffered: keep the partial line and read more.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            if self.buf.len() > MAX_LINE_BYTES {
+                // Too long already: keep counting its bytes (for the offset) without holding them.
+                self.skipping = true;
+                self.skipped += self.buf.len() as u64;
+                self.buf.clear();
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + 64 * 1024, 0);
+            let n = loop {
+                match self.reader.read(&mut self.buf[len..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            if n? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// At the end of a file that is not followed: its last line if it has no newline.
+    fn rest(&mut self) -> Option<(u64, Line<'_>)> {
+        if self.start >= self.buf.len() && !self.skipping {
+            return None;
+        }
+        self.offset += (self.buf.len() - self.start) as u64 + std::mem::take(&mut self.skipped);
+        self.lines += 1;
+        let from = std::mem::replace(&mut self.start, self.buf.len());
+        if std::mem::take(&mut self.skipping) || self.buf.len() - from > MAX_LINE_BYTES {
+            return Some((self.lines, Line::TooLong));
+        }
+        Some((self.lines, Line::Text(&self.buf[from..])))
+    }
+
+    /// `tail -F`: if the path now names another file, or the file shrank below what was read, reads the new
+    /// content from its start. True if it did.
+    fn reopen_if_replaced(&mut self) -> io::Result<bool> {
+        let Some(id) = self.id else { return Ok(false) };
+        let md = match std::fs::metadata(&self.path) {
+            Ok(md) => md,
+            // Between a rename and the new file's creation: look again later.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let consumed = self.offset + self.skipped + (self.buf.len() - self.start) as u64;
+        if (md.dev(), md.ino()) == id && md.len() >= consumed {
+            return Ok(false);
+        }
+        let file = File::open(&self.path)?;
+        let md = file.metadata()?;
+        *self = Tail::new(&self.path.clone(), Box::new(file), Some((md.dev(), md.ino())), 0, 0);
+        Ok(true)
+    }
+}

@@ -1,0 +1,209 @@
+//! The long-running daemon (`credit-sentinel run`): a source (Kafka, or a followed file), one engine per
+//! state partition, alert output, checkpoints, rule reloads and the systemd protocol.
+//!
+//! The work runs on one blocking thread per daemon ([`run_blocking`]): sources are polled, events go
+//! through the partition's [`task::Task`], alerts are written out, and checkpoints are taken, all in
+//! order, so that a checkpoint always matches the input before it. The async side ([`run`]) only
+//! forwards shutdown and reload requests through a [`Handle`]; the binary maps signals onto it.
+
+pub mod file;
+pub mod kafka;
+pub mod service;
+pub mod task;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, Source};
+use crate::rules::RuleSet;
+use crate::time::Ts;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("{context}: {error}")]
+    Io { context: String, error: std::io::Error },
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("the daemon's worker thread panicked")]
+    Panicked,
+}
+
+/// Counters of what the daemon did (read by logs, STATUS lines and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub lines: AtomicU64,
+    pub accepted: AtomicU64,
+    pub late: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub alerts: AtomicU64,
+    /// Alerts not produced again after a restart because an earlier run already had.
+    pub suppressed: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub entities: AtomicU64,
+    /// Partitions currently owned.
+    pub partitions: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One line for logs and systemd's STATUS.
+    pub fn status_line(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "partitions={} entities={} events={} duplicates={} rejected={} alerts={} checkpoints={}",
+            g(&self.partitions),
+            g(&self.entities),
+            g(&self.accepted),
+            g(&self.duplicates),
+            g(&self.rejected),
+            g(&self.alerts),
+            g(&self.checkpoints)
+        )
+    }
+}
+
+/// Requests to a running daemon, and what it reports back. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    ready: AtomicBool,
+    reload: Mutex<Option<Arc<RuleSet>>>,
+    stats: Stats,
+}
+
+impl Handle {
+    /// A handle for a daemon not yet started.
+    pub fn new() -> Handle {
+        Handle::default()
+    }
+
+    /// Asks the daemon to stop: stop consuming, checkpoint, commit, return.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Hands a new, already validated rule set to the daemon; it is swapped in at its next loop turn.
+    pub fn reload(&self, rules: Arc<RuleSet>) {
+        if let Ok(mut slot) = self.shared.reload.lock() {
+            *slot = Some(rules);
+        }
+    }
+
+    /// Counts a reload refused because the rules did not load.
+    pub fn reload_failed(&self) {
+        Stats::add(&self.shared.stats.reloads_failed, 1);
+    }
+
+    /// The rule set waiting to be swapped in, if any.
+    fn take_reload(&self) -> Option<Arc<RuleSet>> {
+        self.shared.reload.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    /// Whether state is restored and the source is being read.
+    pub fn ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    fn set_ready(&self) {
+        self.shared.ready.store(true, Ordering::Release);
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}
+
+/// Runs the daemon until `shutdown` completes (or the source ends, for a file that is not followed).
+pub async fn run(
+    config: Config,
+    rules: Arc<RuleSet>,
+    handle: Handle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let worker_handle = handle.clone();
+    let mut worker = tokio::task::spawn_blocking(move || run_blocking(&config, rules, &worker_handle));
+    tokio::select! {
+        result = &mut worker => return result.map_err(|_| DaemonError::Panicked)?,
+        () = shutdown => handle.shutdown(),
+    }
+    worker.await.map_err(|_| DaemonError::Panicked)?
+}
+
+/// The daemon's loop on the calling thread.
+pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Result<(), DaemonError> {
+    match config.source() {
+        Source::File(file) => file::run(config, file, rules, handle),
+        Source::Kafka(kafka) => kafka::run(config, kafka, rules, handle),
+    }
+}
+
+/// Wall-clock Unix seconds.
+pub fn wall_now() -> Ts {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as Ts)
+}
+
+/// Sends states to systemd if it is listening (`$NOTIFY_SOCKET`); otherwise does nothing.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::debug!(%error, "sd_notify failed");
+    }
+}
+
+/// Periodic chores of the loop: watchdog pings and STATUS lines, checkpoint timing.
+struct Chores {
+    watchdog: Option<Duration>,
+    last_ping: Instant,
+    checkpoint_every: Duration,
+    last_checkpoint: Instant,
+}
+
+impl Chores {
+    fn new(checkpoint_every: Duration) -> Chores {
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        Chores { watchdog, last_ping: Instant::now(), checkpoint_every, last_checkpoint: Instant::now() }
+    }
+
+    /// Pings the watchdog from the working loop itself, so a stalled loop is restarted by systemd.
+    fn ping(&mut self, stats: &Stats) {
+        if let Some(every) = self.watchdog
+            && self.last_ping.elapsed() >= every
+        {
+            let status = stats.status_line();
+            notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&status)]);
+            self.last_ping = Instant::now();
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= self.checkpoint_every
+    }
+
+    fn checkpointed(&mut self) {
+        self.last_checkpoint = Instant::now();
+    }
+}

@@ -1,0 +1,163 @@
+//! One state partition: an engine, the positions its state matches, and the clock that drives it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::alert::AlertRecord;
+use crate::checkpoint::{Meta, Store};
+use crate::config::{ClockConfig, ClockMode};
+use crate::engine::{Alert, Engine, Offer};
+use crate::event::{Event, Reason};
+use crate::rules::RuleSet;
+use crate::time::Ts;
+
+use super::{DaemonError, Stats};
+
+/// An alert ready to be written: its id, entity and JSON record.
+pub struct Output {
+    pub alert_id: String,
+    pub entity_id: String,
+    pub json: Vec<u8>,
+}
+
+/// One state partition.
+pub struct Task {
+    pub engine: Engine,
+    /// Positions of the input and output the state matches (updated as input is handled).
+    pub meta: Meta,
+    pub store: Store,
+    mode: ClockMode,
+    margin: Ts,
+    /// Ids of alerts an earlier run already wrote after the last checkpoint: not written again.
+    suppress: HashSet<String>,
+    /// Alerts raised and not yet taken by the caller.
+    out: Vec<Output>,
+}
+
+impl Task {
+    /// A task restored from `store`'s newest good checkpoint, or a fresh one; the flag says which.
+    pub fn open(store: Store, rules: &Arc<RuleSet>, clock: &ClockConfig) -> Result<(Task, bool), DaemonError> {
+        let (engine, meta, restored) = match store.restore(rules)? {
+            Some(r) => {
+                tracing::info!(
+                    path = %r.path.display(),
+                    entities = r.engine.entities(),
+                    next_offset = r.meta.next_offset,
+                    "state restored from checkpoint"
+                );
+                (r.engine, r.meta, true)
+            }
+            None => (Engine::new(rules.clone())?, Meta::default(), false),
+        };
+        let suppress = meta.suppress.iter().cloned().collect();
+        let task = Task {
+            engine,
+            meta,
+            store,
+            mode: clock.mode,
+            margin: clock.future_margin_secs.min(i64::MAX as u64 / 2) as Ts,
+            suppress,
+            out: Vec::new(),
+        };
+        Ok((task, restored))
+    }
+
+    /// Adds alert ids not to write again (an earlier run wrote them after the checkpoint).
+    pub fn suppress(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.suppress.extend(ids);
+    }
+
+    /// Handles one valid event at wall-clock second `wall`. `Err` for an event beyond the future margin
+    /// (wall clock only; SPEC: replay and the event clock never compare with the wall).
+    pub fn handle(&mut self, event: Event, wall: Ts, stats: &Stats) -> Result<Offer, Reason> {
+        let offer = match self.mode {
+            ClockMode::Event => {
+                let mut raised = Vec::new();
+                let offer = self.engine.offer(event, &mut |a| raised.push(a));
+                self.emit(raised, stats);
+                offer
+            }
+            ClockMode::Wall => {
+                if event.at > wall.saturating_add(self.margin) {
+                    return Err(Reason::Future);
+                }
+                self.tick(wall, stats);
+                self.engine.ingest(event)
+            }
+        };
+        match offer {
+            Offer::Accepted { late } => {
+                Stats::add(&stats.accepted, 1);
+                Stats::add(&stats.late, u64::from(late));
+            }
+            Offer::Duplicate => Stats::add(&stats.duplicates, 1),
+        }
+        Ok(offer)
+    }
+
+    /// With the wall clock, moves `now` to `wall`: the batch of the previous second is evaluated and the
+    /// timers in between fire at their instants. With the event clock, nothing (time is the input's).
+    pub fn tick(&mut self, wall: Ts, stats: &Stats) {
+        if self.mode == ClockMode::Wall && self.engine.now().is_none_or(|now| wall > now) {
+            let mut raised = Vec::new();
+            self.engine.advance_to(wall, &mut |a| raised.push(a));
+            self.emit(raised, stats);
+        }
+    }
+
+    /// Swaps in a reloaded rule set (see [`Engine::set_rules`]).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Result<(), DaemonError> {
+        Ok(self.engine.set_rules(rules)?)
+    }
+
+    /// Handles one event of history (`[bootstrap]`) with the event clock, whatever the live clock.
+    pub fn history(&mut self, event: crate::event::Event, stats: &Stats) {
+        let mut raised = Vec::new();
+        match self.engine.offer(event, &mut |a| raised.push(a)) {
+            Offer::Accepted { .. } => Stats::add(&stats.accepted, 1),
+            Offer::Duplicate => Stats::add(&stats.duplicates, 1),
+        }
+        self.emit(raised, stats);
+    }
+
+    /// Turns raised alerts into output, leaving out the suppressed ones.
+    pub fn emit(&mut self, raised: Vec<Alert>, stats: &Stats) {
+        let rules = self.engine.rules().clone();
+        for alert in &raised {
+            let record = AlertRecord::new(alert, &rules);
+            if !self.suppress.is_empty() && self.suppress.remove(&record.alert_id) {
+                Stats::add(&stats.suppressed, 1);
+                continue;
+            }
+            let json = serde_json::to_vec(&record).unwrap_or_default();
+            Stats::add(&stats.alerts, 1);
+            self.out.push(Output { alert_id: record.alert_id, entity_id: record.entity_id, json });
+        }
+    }
+
+    /// Alerts raised since the last call, in order.
+    pub fn take_output(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// Writes a checkpoint of the current state with `meta`'s positions (the caller has made the output
+    /// before them durable). Returns its size in bytes.
+    pub fn checkpoint(&mut self, stats: &Stats) -> Result<u64, DaemonError> {
+        self.meta.seq += 1;
+        self.meta.written_at = super::wall_now();
+        self.meta.suppress = self.suppress.iter().cloned().collect();
+        self.meta.suppress.sort();
+        let started = std::time::Instant::now();
+        let bytes = self.store.write(&self.meta, &self.engine)?;
+        Stats::add(&stats.checkpoints, 1);
+        tracing::debug!(
+            dir = %self.store.dir().display(),
+            seq = self.meta.seq,
+            bytes,
+            entities = self.engine.entities(),
+            millis = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(bytes)
+    }
+}
