@@ -1,11 +1,497 @@
-//! Kafka source (work in progress).
-use std::sync::Arc;
+//! The Kafka source: a consumer group over the input topics, one state partition per input partition, alerts
+//! and bad input produced to topics.
+//!
+//! # Exactly once, without transactions
+//! - Offsets are ours: `enable.auto.commit=false`. A partition's position is part of its checkpoint; on
+//!   assignment the consumer starts at the checkpoint's offset, and the group offset is committed only after
+//!   that checkpoint is durable (it is then only informational: lag, tooling).
+//! - Before a checkpoint the producer is flushed, so every alert raised by the input before the checkpoint
+//!   is in the alert topic, below the partition's **mark** (the alert partition's end offset, recorded in the
+//!   checkpoint). Input partition `p` writes to alert partition `p mod n`.
+//! - After a crash the input after the checkpoint is read again and, the engine being deterministic under
+//!   the event clock, raises the same alerts with the same `alert_id`s. On assignment the alert partition is
+//!   read from the mark to its end: the ids found there were produced by the run that crashed and are not
+//!   produced again ([`Task::suppress`]). With the wall clock, re-read input is evaluated at the new `now`:
+//!   alerts are then at least once.
+//! - Duplicated input is dropped by `event_id` (the dedup memory is in the checkpoint too).
+//! - Revocation checkpoints and commits the partitions before they are given up, inside the rebalance
+//!   callback (which librdkafka runs on this thread, inside `poll`), so the next owner starts where this
+//!   one stopped. Partitions' checkpoints live under `state_dir/kafka/<topic>-<partition>`: instances that
+//!   share a group must share that directory (one host, or shared storage).
+//!
+//! Bad messages are produced to the dead-letter topic with their reason and origin in headers (at least
+//! once: after a crash a bad message may be dead-lettered again).
 
-use crate::config::{Config, KafkaConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::checkpoint::Store;
+use crate::config::{ClockConfig, Config, KafkaConfig};
+use crate::event::{Location, Reason, decode};
 use crate::rules::RuleSet;
 
-use super::{DaemonError, Handle};
+use super::task::Task;
+use super::{Chores, DaemonError, Handle, Stats, wall_now};
 
-pub fn run(_config: &Config, _kafka: &KafkaConfig, _rules: Arc<RuleSet>, _handle: &Handle) -> Result<(), DaemonError> {
-    Err(DaemonError::Kafka("not built yet".into()))
+/// How long to wait for broker answers (metadata, watermarks, flush) before trying again later.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages handled per turn of the loop between looks at the clock and the handle.
+const MESSAGES_PER_TURN: usize = 4096;
+
+type Producer_ = ThreadedProducer<Delivery>;
+
+pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &Handle) -> Result<(), DaemonError> {
+    let stats = handle.stats();
+    let base = kafka.client_properties().map_err(|error| DaemonError::Io { context: "kafka secret".into(), error })?;
+    let producer = Arc::new(producer(kafka, &base)?);
+    let alert_partitions = partitions_of(&producer, &kafka.alert_topic)?;
+    let ctx = Ctx {
+        parts: Mutex::new(Parts { tasks: HashMap::new(), rules }),
+        producer: producer.clone(),
+        kafka: kafka.clone(),
+        base: base.clone(),
+        clock: config.clock.clone(),
+        state: config.state_dir().join("kafka"),
+        keep: config.checkpoint.keep,
+        alert_partitions,
+        handle: handle.clone(),
+        fatal: Mutex::new(None),
+    };
+    let mut cc = client_config(&base);
+    cc.set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &kafka.consumer_options {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx).map_err(kafka_error)?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(kafka_error)?;
+    handle.set_ready();
+    tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = %kafka.topics.join(","), "consuming");
+
+    let mut chores = Chores::new(config.checkpoint.interval());
+    let result = (|| {
+        while !handle.stopping() {
+            if let Some(fatal) = consumer.context().take_fatal() {
+                return Err(fatal);
+            }
+            if let Some(new) = handle.take_reload() {
+                let mut parts = consumer.context().lock();
+                for task in parts.tasks.values_mut() {
+                    task.set_rules(new.clone())?;
+                }
+                parts.rules = new;
+                Stats::add(&stats.reloads_ok, 1);
+                tracing::info!("rules reloaded");
+            }
+            let mut wait = Duration::from_millis(kafka.poll_ms);
+            for _ in 0..MESSAGES_PER_TURN {
+                let Some(message) = consumer.poll(wait) else { break };
+                wait = Duration::ZERO;
+                match message {
+                    Ok(m) => consumer.context().handle(&m, stats)?,
+                    Err(error) => tracing::warn!(%error, "kafka consumer error"),
+                }
+            }
+            let ctx = consumer.context();
+            {
+                let mut parts = ctx.lock();
+                let wall = wall_now();
+                let mut entities = 0;
+                for ((topic, p), task) in parts.tasks.iter_mut() {
+                    task.tick(wall, stats);
+                    ctx.produce_alerts(topic, *p, task)?;
+                    entities += task.engine.entities() as u64;
+                }
+                stats.entities.store(entities, Ordering::Relaxed);
+                stats.partitions.store(parts.tasks.len() as u64, Ordering::Relaxed);
+            }
+            chores.ping(stats);
+            if chores.checkpoint_due() {
+                if let Some(tpl) = ctx.checkpoint_all(None)? {
+                    commit(&consumer, &tpl);
+                }
+                chores.checkpointed();
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            // The last checkpoint and commit; then leaving the group revokes the partitions (nothing left to do).
+            if let Some(tpl) = consumer.context().checkpoint_all(None)? {
+                commit(&consumer, &tpl);
+            }
+            consumer.unsubscribe();
+            tracing::info!(status = %stats.status_line(), "stopped");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn commit(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+    if tpl.count() == 0 {
+        return;
+    }
+    // The checkpoint is the position of record; a failed commit only makes the group's lag look larger.
+    if let Err(error) = consumer.commit(tpl, CommitMode::Sync) {
+        tracing::warn!(%error, "offset commit failed (the checkpoint holds the position)");
+    }
+}
+
+fn kafka_error(e: KafkaError) -> DaemonError {
+    DaemonError::Kafka(e.to_string())
+}
+
+fn client_config(base: &[(String, String)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in base {
+        cc.set(k, v);
+    }
+    cc
+}
+
+fn producer(kafka: &KafkaConfig, base: &[(String, String)]) -> Result<Producer_, DaemonError> {
+    let mut cc = client_config(base);
+    // Idempotent: retries never duplicate or reorder; no timeout: a broker outage is waited out.
+    cc.set("enable.idempotence", "true").set("message.timeout.ms", "0").set("linger.ms", "5");
+    for (k, v) in &kafka.producer_options {
+        cc.set(k, v);
+    }
+    cc.create_with_context(Delivery::default()).map_err(kafka_error)
+}
+
+/// The partition count of `topic`, waiting for the brokers if needed.
+fn partitions_of(producer: &Producer_, topic: &str) -> Result<i32, DaemonError> {
+    let mut last = String::new();
+    for _ in 0..6 {
+        match producer.client().fetch_metadata(Some(topic), BROKER_TIMEOUT) {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic)
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                {
+                    return Ok(t.partitions().len() as i32);
+                }
+                last = format!("topic {topic} not found");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(DaemonError::Kafka(format!("alert topic {topic}: {last}")))
+}
+
+/// Delivery reports of the producer.
+#[derive(Default)]
+pub struct Delivery {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, topic = message.topic(), "message not delivered");
+        }
+    }
+}
+
+/// The state partitions owned now, and the rules they use.
+struct Parts {
+    tasks: HashMap<(Arc<str>, i32), Task>,
+    rules: Arc<RuleSet>,
+}
+
+/// The consumer's context: owns the partitions' tasks so that rebalance callbacks can checkpoint and restore
+/// them. Callbacks run inside `poll` on the daemon's thread, so the lock is never contended.
+struct Ctx {
+    parts: Mutex<Parts>,
+    producer: Arc<Producer_>,
+    kafka: KafkaConfig,
+    base: Vec<(String, String)>,
+    clock: ClockConfig,
+    state: PathBuf,
+    keep: usize,
+    alert_partitions: i32,
+    handle: Handle,
+    /// An error met inside a callback, for the loop to stop on.
+    fatal: Mutex<Option<DaemonError>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let result = self.assign(tpl).and_then(|start| consumer.assign(&start).map_err(kafka_error));
+                if let Err(error) = result {
+                    self.set_fatal(error);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                match self.checkpoint_all(Some(tpl)) {
+                    Ok(Some(done)) => {
+                        if let Err(error) = consumer.commit(&done, CommitMode::Sync) {
+                            tracing::warn!(%error, "offset commit at revocation failed (the checkpoint holds it)");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => self.set_fatal(error),
+                }
+                let mut parts = self.lock();
+                for e in tpl.elements() {
+                    parts.tasks.remove(&(Arc::from(e.topic()), e.partition()));
+                }
+                tracing::info!(partitions = tpl.count(), "partitions revoked after their checkpoint");
+                if let Err(error) = consumer.unassign() {
+                    tracing::warn!(%error, "unassign failed");
+                }
+            }
+            other => tracing::error!(error = ?RDKafkaErrorCode::from(other), "rebalance error"),
+        }
+    }
+}
+
+impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, Parts> {
+        // A poisoned lock means a panic while holding it, which the daemon does not recover from anyway.
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_fatal(&self, error: DaemonError) {
+        tracing::error!(%error, "stopping: error in a rebalance");
+        if let Ok(mut f) = self.fatal.lock() {
+            f.get_or_insert(error);
+        }
+        self.handle.shutdown();
+    }
+
+    fn take_fatal(&self) -> Option<DaemonError> {
+        self.fatal.lock().ok().and_then(|mut f| f.take())
+    }
+
+    fn alert_partition(&self, p: i32) -> i32 {
+        p.rem_euclid(self.alert_partitions)
+    }
+
+    /// Restores (or creates) the tasks of newly assigned partitions; the positions to start from.
+    fn assign(&self, tpl: &TopicPartitionList) -> Result<TopicPartitionList, DaemonError> {
+        let mut start = TopicPartitionList::new();
+        let mut parts = self.lock();
+        let rules = parts.rules.clone();
+        for e in tpl.elements() {
+            let (topic, p) = (e.topic(), e.partition());
+            let store = Store::open(self.state.join(format!("{topic}-{p}")), self.keep)?;
+            let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
+            let q = self.alert_partition(p);
+            if restored {
+                let ids = self.produced_since(q, task.meta.alerts_mark)?;
+                if !ids.is_empty() {
+                    tracing::info!(
+                        topic,
+                        partition = p,
+                        alerts = ids.len(),
+                        "alerts already produced after the checkpoint will not be produced again"
+                    );
+                }
+                task.suppress(ids);
+            } else {
+                // A first checkpoint at once, so that a crash before the next one still knows the mark.
+                task.meta.alerts_mark = self.end_of(q)?;
+                task.checkpoint(self.handle.stats())?;
+            }
+            let offset = task.meta.next_offset;
+            start
+                .add_partition_offset(
+                    topic,
+                    p,
+                    if offset == 0 { Offset::Beginning } else { Offset::Offset(offset as i64) },
+                )
+                .map_err(kafka_error)?;
+            tracing::info!(
+                topic,
+                partition = p,
+                restored,
+                next_offset = offset,
+                entities = task.engine.entities(),
+                "partition assigned"
+            );
+            parts.tasks.insert((Arc::from(topic), p), task);
+        }
+        Ok(start)
+    }
+
+    /// The end offset of alert partition `q`.
+    fn end_of(&self, q: i32) -> Result<u64, DaemonError> {
+        let (_, high) =
+            self.producer.client().fetch_watermarks(&self.kafka.alert_topic, q, BROKER_TIMEOUT).map_err(kafka_error)?;
+        Ok(high.max(0) as u64)
+    }
+
+    /// The `alert_id`s in alert partition `q` from `mark` to its end.
+    fn produced_since(&self, q: i32, mark: u64) -> Result<Vec<String>, DaemonError> {
+        let end = self.end_of(q)?;
+        let mut ids = Vec::new();
+        if end <= mark {
+            return Ok(ids);
+        }
+        let mut cc = client_config(&self.base);
+        cc.set("group.id", format!("{}-readback", self.kafka.group_id)).set("enable.auto.commit", "false");
+        let reader: BaseConsumer = cc.create().map_err(kafka_error)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.kafka.alert_topic, q, Offset::Offset(mark as i64)).map_err(kafka_error)?;
+        reader.assign(&tpl).map_err(kafka_error)?;
+        let deadline = std::time::Instant::now() + 6 * BROKER_TIMEOUT;
+        let mut next = mark;
+        while next < end {
+            if std::time::Instant::now() > deadline {
+                return Err(DaemonError::Kafka(format!("reading back alert partition {q}: timed out")));
+            }
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    next = m.offset() as u64 + 1;
+                    #[derive(serde::Deserialize)]
+                    struct Id {
+                        alert_id: String,
+                    }
+                    if let Some(Ok(id)) = m.payload().map(serde_json::from_slice::<Id>) {
+                        ids.push(id.alert_id);
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "reading back the alert topic"),
+                None => {}
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Handles one input message.
+    fn handle(&self, m: &rdkafka::message::BorrowedMessage<'_>, stats: &Stats) -> Result<(), DaemonError> {
+        let mut parts = self.lock();
+        let key = (Arc::<str>::from(m.topic()), m.partition());
+        let Some(task) = parts.tasks.get_mut(&key) else { return Ok(()) };
+        let offset = m.offset() as u64;
+        if offset < task.meta.next_offset {
+            return Ok(()); // already in the restored state
+        }
+        task.meta.next_offset = offset + 1;
+        Stats::add(&stats.lines, 1);
+        let payload = m.payload().unwrap_or_default();
+        let result = decode(payload).and_then(|event| task.handle(event, wall_now(), stats).map(|_| ()));
+        if let Err(reason) = result {
+            Stats::add(&stats.rejected, 1);
+            let location = Location::Kafka { topic: key.0.clone(), partition: key.1, offset: offset as i64 };
+            tracing::debug!(%location, %reason, "rejected");
+            self.dead_letter(m, &location, reason)?;
+        }
+        self.produce_alerts(&key.0, key.1, task)
+    }
+
+    /// Produces the task's pending alerts to its alert partition.
+    fn produce_alerts(&self, _topic: &str, p: i32, task: &mut Task) -> Result<(), DaemonError> {
+        let q = self.alert_partition(p);
+        for out in task.take_output() {
+            let record = BaseRecord::to(&self.kafka.alert_topic).partition(q).key(&out.entity_id).payload(&out.json);
+            self.send(record)?;
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &self,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        location: &Location,
+        reason: Reason,
+    ) -> Result<(), DaemonError> {
+        let Some(topic) = &self.kafka.dead_letter_topic else { return Ok(()) };
+        let text = reason.to_string();
+        let origin = location.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason.as_str()) })
+            .insert(Header { key: "reason_text", value: Some(&text) })
+            .insert(Header { key: "origin", value: Some(&origin) });
+        let payload = m.payload().unwrap_or_default();
+        let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        self.send(record)
+    }
+
+    /// Sends a record; when the producer's queue is full, waits for it to drain (backpressure on the
+    /// consumer loop, which then stops polling: nothing is dropped).
+    fn send<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(kafka_error(error)),
+            }
+        }
+    }
+
+    /// Checkpoints the tasks (all, or those in `only`) after making their output durable. The positions to
+    /// commit, or `None` if the brokers did not answer in time (the checkpoint is then tried again later).
+    fn checkpoint_all(&self, only: Option<&TopicPartitionList>) -> Result<Option<TopicPartitionList>, DaemonError> {
+        if let Err(error) = self.producer.flush(BROKER_TIMEOUT) {
+            tracing::warn!(%error, "output not yet acknowledged; checkpoint postponed");
+            return Ok(None);
+        }
+        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            return Err(DaemonError::Kafka(format!(
+                "{failed} messages could not be delivered; restarting from the last checkpoint"
+            )));
+        }
+        let mut parts = self.lock();
+        let mut done = TopicPartitionList::new();
+        let mut marks: HashMap<i32, u64> = HashMap::new();
+        for ((topic, p), task) in parts.tasks.iter_mut() {
+            if only.is_some_and(|tpl| tpl.find_partition(topic, *p).is_none()) {
+                continue;
+            }
+            let q = self.alert_partition(*p);
+            let mark = match marks.get(&q) {
+                Some(&m) => m,
+                None => match self.end_of(q) {
+                    Ok(m) => *marks.entry(q).or_insert(m),
+                    Err(error) => {
+                        tracing::warn!(%error, "alert topic end unknown; checkpoint postponed");
+                        return Ok(None);
+                    }
+                },
+            };
+            task.meta.alerts_mark = mark;
+            task.checkpoint(self.handle.stats())?;
+            done.add_partition_offset(topic, *p, Offset::Offset(task.meta.next_offset as i64)).map_err(kafka_error)?;
+        }
+        Ok(Some(done))
+    }
 }

@@ -1,0 +1,368 @@
+//! The daemon against a real Kafka-protocol broker: librdkafka's mock cluster (3 brokers, several partitions)
+//! over TCP. Each test produces a generated stream (bad lines and duplicates included, sorted by time within
+//! each partition), runs the daemon with the event clock, and checks the alert topic against `replay` of the
+//! same lines: SPEC's "for every alert up to the smallest partition clock", here per partition (an alert of
+//! an entity of partition `p` at an instant before `p`'s clock).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credit_sentinel::config::Config;
+use credit_sentinel::daemon::{self, Handle};
+use credit_sentinel::event::decode;
+use credit_sentinel::generate::{GenOptions, generate};
+use credit_sentinel::replay::{Input, replay};
+use credit_sentinel::rules::{RuleSet, load_dir};
+use credit_sentinel::time::parse_rfc3339;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::default_rules_dir;
+
+const PARTITIONS: i32 = 4;
+
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(3).unwrap();
+    mock.create_topic("events", PARTITIONS, 3).unwrap();
+    mock.create_topic("alerts", PARTITIONS, 3).unwrap();
+    mock.create_topic("dlq", 1, 3).unwrap();
+    mock
+}
+
+/// A generated stream with no late events: bad lines, duplicates, bursts reaching every action.
+fn stream(seed: u64, events: u64) -> Vec<Vec<u8>> {
+    let opts = GenOptions {
+        seed,
+        entities: 300,
+        events,
+        start: "2023-01-01T00:00:00+08:00".into(),
+        days: 1095,
+        bad: 0.02,
+        duplicates: 0.02,
+        late: 0.0,
+        bursty: 0.05,
+    };
+    let mut out = Vec::new();
+    generate(&opts, &mut out).unwrap();
+    out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// The entity of a line, if it has a string `entity_id`.
+fn entity_of(line: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    v.get("entity_id")?.as_str().map(str::to_owned)
+}
+
+/// The test's partitioner: by entity (so an entity's events share a partition), bad lines by position.
+fn partition_of(line: &[u8], index: usize) -> i32 {
+    match entity_of(line) {
+        Some(e) => (crc32fast::hash(e.as_bytes()) % PARTITIONS as u32) as i32,
+        None => (index % PARTITIONS as usize) as i32,
+    }
+}
+
+fn rules() -> Arc<RuleSet> {
+    Arc::new(load_dir(&default_rules_dir()).unwrap())
+}
+
+/// The alert records `replay` prints for `lines`, limited to those before their partition's clock; and the
+/// number of bad lines.
+fn expected(lines: &[Vec<u8>]) -> (Vec<String>, u64) {
+    let mut text = Vec::new();
+    for l in lines {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    let mut engine = credit_sentinel::engine::Engine::new(rules()).unwrap();
+    let mut alerts = Vec::new();
+    let summary = replay(
+        &mut engine,
+        vec![Input::from_bytes("stream", text)],
+        None,
+        &mut |e, a| {
+            let r = credit_sentinel::alert::AlertRecord::new(a, e.rules());
+            alerts.push(serde_json::to_string(&r).unwrap());
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(summary.late, 0, "the stream must be sorted by time for the event clock to equal replay");
+    let mut clock: HashMap<i32, i64> = HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Ok(e) = decode(l) {
+            let c = clock.entry(partition_of(l, i)).or_insert(i64::MIN);
+            *c = (*c).max(e.at);
+        }
+    }
+    let mut kept: Vec<String> = alerts
+        .into_iter()
+        .filter(|a| {
+            let v: serde_json::Value = serde_json::from_str(a).unwrap();
+            let p = partition_of(a.as_bytes(), 0);
+            v["at"].as_str().and_then(|t| parse_rfc3339(t).ok()).unwrap() < clock[&p]
+        })
+        .collect();
+    kept.sort();
+    (kept, summary.rejected_total())
+}
+
+fn produce(bootstrap: &str, lines: &[Vec<u8>], range: std::ops::Range<usize>) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("enable.idempotence", "true").create().unwrap();
+    for i in range {
+        let line = &lines[i];
+        let key = entity_of(line).unwrap_or_default();
+        let mut record = BaseRecord::to("events").partition(partition_of(line, i)).payload(line).key(&key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Every message of `topic` (payload, headers as pairs), partition by partition.
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "test-reader").create().unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let n = md.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for p in 0..n {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        if high <= 0 {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut next = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next < high && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                next = m.offset() + 1;
+                let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((payload, headers));
+            }
+        }
+    }
+    out
+}
+
+fn alerts_in_topic(bootstrap: &str) -> Vec<String> {
+    let mut a: Vec<String> = read_topic(bootstrap, "alerts").into_iter().map(|(p, _)| p).collect();
+    a.sort();
+    a
+}
+
+/// Polls the alert topic until it holds `n` alerts and stays so for a moment (or the time is up).
+fn wait_for_alerts(bootstrap: &str, n: usize, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = alerts_in_topic(bootstrap);
+        if got.len() >= n || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(1500));
+            return alerts_in_topic(bootstrap);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn write_config(dir: &Path, bootstrap: &str, extra_consumer: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        r#"
+rules = "{rules}"
+state_dir = "{state}"
+
+[clock]
+mode = "event"
+
+[checkpoint]
+interval_secs = 1
+
+[kafka]
+brokers = "{bootstrap}"
+group_id = "sentinel-test"
+topics = ["events"]
+alert_topic = "alerts"
+dead_letter_topic = "dlq"
+poll_ms = 50
+
+[kafka.consumer_options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+{extra_consumer}
+"#,
+        rules = default_rules_dir().display(),
+        state = dir.join("state").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the daemon in-process until `stop` is sent.
+fn start_in_process(config: &Path) -> (Handle, std::thread::JoinHandle<Result<(), daemon::DaemonError>>) {
+    let config = Config::load(config).unwrap();
+    let handle = Handle::new();
+    let h = handle.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rules = Arc::new(load_dir(&config.rules).unwrap());
+        rt.block_on(daemon::run(config, rules, h, std::future::pending()))
+    });
+    (handle, thread)
+}
+
+fn assert_same(got: &[String], want: &[String]) {
+    if got != want {
+        let missing: Vec<_> = want.iter().filter(|a| !got.contains(a)).take(3).collect();
+        let extra: Vec<_> = got.iter().filter(|a| !want.contains(a)).take(3).collect();
+        panic!(
+            "alert topic differs from replay: {} alerts, want {}\nmissing (first 3): {missing:#?}\nextra (first 3): {extra:#?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+#[test]
+fn the_alert_topic_equals_replay_and_bad_messages_are_dead_lettered() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = stream(11, 20_000);
+    let half = lines.len() / 2;
+    let config = write_config(dir.path(), &bootstrap, "");
+
+    // First half, then a graceful stop; the second half to a restarted daemon.
+    produce(&bootstrap, &lines, 0..half);
+    let (want, _) = expected(&lines[..half]);
+    assert!(want.len() > 50, "the stream raises alerts ({})", want.len());
+    let (handle, thread) = start_in_process(&config);
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(60));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&got, &want);
+
+    produce(&bootstrap, &lines, half..lines.len());
+    let (want, bad) = expected(&lines);
+    let (handle, thread) = start_in_process(&config);
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(60));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&got, &want);
+
+    // Every bad line, once, with its reason and origin.
+    let dlq = read_topic(&bootstrap, "dlq");
+    assert_eq!(dlq.len() as u64, bad);
+    for (_, headers) in &dlq {
+        let h: HashMap<_, _> = headers.iter().cloned().collect();
+        assert!(!h["reason"].is_empty() && h["origin"].starts_with("events/"), "{h:?}");
+    }
+}
+
+fn spawn_daemon(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_credit-sentinel"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "graceful stop exits 0, got {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the daemon did not stop within 30 s of SIGTERM");
+}
+
+/// Waits until the daemon's log shows `n` partition assignments in all.
+fn wait_assigned(log: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("partition assigned").count() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no partition assignment within 60 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let lines = Arc::new(stream(23, 60_000));
+    let config = write_config(dir.path(), &bootstrap, "");
+    let (want, _) = expected(&lines);
+
+    // The stream arrives in chunks while the daemon is killed (SIGKILL: no checkpoint, no commit) at random
+    // moments after it got its partitions, and restarted.
+    let producer = {
+        let (bootstrap, lines) = (bootstrap.clone(), lines.clone());
+        std::thread::spawn(move || {
+            let chunks = 30;
+            let size = lines.len().div_ceil(chunks);
+            for c in 0..chunks {
+                produce(&bootstrap, &lines, c * size..((c + 1) * size).min(lines.len()));
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut child = spawn_daemon(&config, &log);
+    let kills = 5;
+    for k in 0..kills {
+        wait_assigned(&log, (k + 1) * PARTITIONS as usize);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(100 + rng % 1500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_daemon(&config, &log);
+    }
+    producer.join().unwrap();
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(90));
+    terminate(&mut child);
+    assert_same(&got, &want);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let restores = text.matches("state restored from checkpoint").count();
+    assert!(restores >= kills, "restarts restore state ({restores} restores); the log:\n{text}");
+}
