@@ -366,3 +366,85 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let restores = text.matches("state restored from checkpoint").count();
     assert!(restores >= kills, "restarts restore state ({restores} restores); the log:\n{text}");
 }
+
+#[test]
+fn three_instances_share_the_partitions_through_a_kill_and_a_join() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = Arc::new(stream(31, 40_000));
+    let config = write_config(dir.path(), &bootstrap, "");
+    let (want, _) = expected(&lines);
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let assigned = |names: &[&str]| -> usize {
+        names.iter().map(|n| std::fs::read_to_string(log(n)).unwrap_or_default().matches("partition assigned").count()).sum()
+    };
+
+    let producer = {
+        let (bootstrap, lines) = (bootstrap.clone(), lines.clone());
+        std::thread::spawn(move || {
+            let chunks = 20;
+            let size = lines.len().div_ceil(chunks);
+            for c in 0..chunks {
+                produce(&bootstrap, &lines, c * size..((c + 1) * size).min(lines.len()));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let mut a = spawn_daemon(&config, &log("a"));
+    let mut b = spawn_daemon(&config, &log("b"));
+    let mut c = spawn_daemon(&config, &log("c"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned(&["a", "b", "c"]) < PARTITIONS as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // One instance dies without a word; another joins. Their partitions move with their state.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let mut d = spawn_daemon(&config, &log("d"));
+    producer.join().unwrap();
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(90));
+    for child in [&mut a, &mut c, &mut d] {
+        terminate(child);
+    }
+    assert_same(&got, &want);
+    assert!(assigned(&["d"]) > 0, "the instance that joined got partitions");
+}
+
+#[test]
+fn broker_outages_request_errors_and_a_slow_broker_are_waited_out() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = stream(41, 20_000);
+    let config = write_config(dir.path(), &bootstrap, "");
+    let (want, _) = expected(&lines);
+    let third = lines.len() / 3;
+
+    produce(&bootstrap, &lines, 0..third);
+    let (handle, thread) = start_in_process(&config);
+    std::thread::sleep(Duration::from_secs(2));
+    // Two brokers go away for a while (leaders among them), then come back.
+    mock.broker_down(2).unwrap();
+    mock.broker_down(3).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    mock.broker_up(2).unwrap();
+    mock.broker_up(3).unwrap();
+    // Requests fail with retriable errors, and one broker answers slowly.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT],
+    );
+    mock.request_errors(RDKafkaApiKey::Fetch, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION]);
+    mock.broker_round_trip_time(1, Duration::from_millis(300)).unwrap();
+    produce(&bootstrap, &lines, third..lines.len());
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(90));
+    assert!(!thread.is_finished(), "the daemon is still running");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&got, &want);
+}
