@@ -377,7 +377,10 @@ fn three_instances_share_the_partitions_through_a_kill_and_a_join() {
     let (want, _) = expected(&lines);
     let log = |name: &str| dir.path().join(format!("{name}.log"));
     let assigned = |names: &[&str]| -> usize {
-        names.iter().map(|n| std::fs::read_to_string(log(n)).unwrap_or_default().matches("partition assigned").count()).sum()
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(log(n)).unwrap_or_default().matches("partition assigned").count())
+            .sum()
     };
 
     let producer = {

@@ -43,6 +43,12 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     }
     let mut tail = Tail::open(&source.path, &task.meta)?;
     stats.partitions.store(1, std::sync::atomic::Ordering::Relaxed);
+    if !restored {
+        // A first checkpoint at once: it names the file being read, so that after a crash a file rotated
+        // away in the meantime is found and finished (and the history loaded is not loaded again).
+        task.meta.file_id = tail.id;
+        checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
+    }
     let name: Arc<str> = Arc::from(source.path.display().to_string());
     handle.set_ready();
     tracing::info!(path = %name, follow = source.follow, restored, "reading events");
@@ -229,6 +235,15 @@ fn file_error(path: &Path, error: io::Error) -> DaemonError {
     io_error(&path.display().to_string(), error)
 }
 
+/// A file in `path`'s folder with identity `id` and at least `len` bytes: where a rotated file went.
+fn find_rotated(path: &Path, id: (u64, u64), len: u64) -> Option<(PathBuf, (u64, u64))> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|entry| {
+        let md = entry.metadata().ok()?;
+        ((md.dev(), md.ino()) == id && md.is_file() && md.len() >= len).then(|| (entry.path(), id))
+    })
+}
+
 /// A followed file (or stdin), read in whole lines.
 struct Tail {
     path: PathBuf,
@@ -256,16 +271,21 @@ impl Tail {
             }
             return Ok(Tail::new(path, Box::new(io::stdin()), None, 0, 0));
         }
-        let mut file = File::open(path).map_err(|error| io_error(&name, error))?;
+        let file = File::open(path).map_err(|error| io_error(&name, error))?;
         let md = file.metadata().map_err(|error| io_error(&name, error))?;
         let id = Some((md.dev(), md.ino()));
-        let (offset, lines) = if meta.file_id == id && md.len() >= meta.next_offset {
-            (meta.next_offset, meta.lines)
+        let (mut file, id, offset, lines) = if meta.file_id == id && md.len() >= meta.next_offset {
+            (file, id, meta.next_offset, meta.lines)
+        } else if let Some((rotated, old)) = meta.file_id.and_then(|old| find_rotated(path, old, meta.next_offset)) {
+            // The checkpoint's file was rotated away: finish it, then go on with the new one (`tail -F`).
+            tracing::info!(path = %rotated.display(), "finishing the rotated file of the checkpoint first");
+            let file = File::open(&rotated).map_err(|error| io_error(&rotated.display().to_string(), error))?;
+            (file, Some(old), meta.next_offset, meta.lines)
         } else {
-            if meta.next_offset > 0 {
+            if meta.file_id.is_some() {
                 tracing::warn!(path = %name, "not the file of the checkpoint (replaced or truncated): reading it from its start");
             }
-            (0, 0)
+            (file, id, 0, 0)
         };
         file.seek(SeekFrom::Start(offset)).map_err(|error| io_error(&name, error))?;
         Ok(Tail::new(path, Box::new(file), id, offset, lines))

@@ -1,0 +1,273 @@
+//! The daemon with the embedded default source (a JSON Lines file), run as a process: the README's local
+//! configuration, following a growing and rotated file through `kill -9`, rule reloads on SIGHUP, and
+//! `check-config`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{code, default_rules_dir, event};
+
+const BIN: &str = env!("CARGO_BIN_EXE_credit-sentinel");
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn replay_out(file: &Path) -> String {
+    let o = Command::new(BIN).arg("replay").arg("--rules").arg(default_rules_dir()).arg(file).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn write_config(dir: &Path, rules: &Path, source: &str) -> PathBuf {
+    let text = format!(
+        "rules = \"{}\"\nstate_dir = \"{}\"\n[clock]\nmode = \"event\"\n[checkpoint]\ninterval_secs = 1\n{source}",
+        rules.display(),
+        dir.join("state").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_to_end(config: &Path) -> Output {
+    Command::new(BIN).args(["run", "--config"]).arg(config).output().unwrap()
+}
+
+#[test]
+fn the_local_configuration_prints_what_replay_prints_and_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = manifest().join("samples/events.jsonl");
+    let source = format!("[file]\npath = \"{}\"\nfollow = false\nrejects = \"rejects.txt\"\n", sample.display());
+    let config = write_config(dir.path(), &default_rules_dir(), &source);
+    let first = run_to_end(&config);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let want = replay_out(&sample);
+    assert!(want.lines().count() > 100);
+    assert_eq!(String::from_utf8(first.stdout).unwrap(), want);
+    let rejects = std::fs::read_to_string(dir.path().join("state/rejects.txt")).unwrap();
+    assert!(
+        rejects.lines().next().is_some_and(|l| l.contains("events.jsonl:") && l.contains("unknown_kind")),
+        "{rejects}"
+    );
+
+    // A second run starts from the checkpoint at the end of the file: nothing is raised twice.
+    let second = run_to_end(&config);
+    assert!(second.status.success());
+    assert!(second.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("state restored from checkpoint"));
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
+    Command::new(BIN).args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success());
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: Child) {
+    signal(&child, "TERM");
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stops within a bounded time");
+}
+
+fn append(path: &Path, lines: &[&[u8]]) {
+    let mut f = std::fs::File::options().create(true).append(true).open(path).unwrap();
+    for l in lines {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+}
+
+#[test]
+fn a_followed_file_killed_and_rotated_gives_the_alerts_of_replay_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated =
+        Command::new(BIN).args(["gen", "--seed", "5", "--entities", "200", "--events", "30000"]).output().unwrap();
+    let all = generated.stdout.clone();
+    let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let whole = dir.path().join("whole.jsonl");
+    std::fs::write(&whole, &all).unwrap();
+    let log = dir.path().join("daemon.log");
+    let input = dir.path().join("events.jsonl");
+    let source = format!("[file]\npath = \"{}\"\npoll_ms = 20\nalerts = \"alerts.jsonl\"\n", input.display());
+    let config = write_config(dir.path(), &default_rules_dir(), &source);
+    let alerts = dir.path().join("state/alerts.jsonl");
+
+    // Replay's alerts, but for the last instant (it stays pending while the file may still grow).
+    let last_at = lines.iter().filter_map(|l| credit_sentinel::event::decode(l).ok()).map(|e| e.at).max().unwrap();
+    let want: Vec<String> = replay_out(&whole)
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            credit_sentinel::time::parse_rfc3339(v["at"].as_str().unwrap()).unwrap() < last_at
+        })
+        .map(str::to_owned)
+        .collect();
+
+    std::fs::write(&input, b"").unwrap();
+    let mut child = spawn(&config, &log);
+    let chunks = 10;
+    let size = lines.len().div_ceil(chunks);
+    for (c, chunk) in lines.chunks(size).enumerate() {
+        if c == 6 {
+            // Rotation: the file is renamed away (all of it read) and a new one started.
+            wait_for("the daemon to read the file", || {
+                std::fs::read_to_string(&log).unwrap_or_default().contains("reading events")
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::rename(&input, dir.path().join("events.jsonl.1")).unwrap();
+        }
+        append(&input, chunk);
+        std::thread::sleep(Duration::from_millis(150 + 250 * (c as u64 % 4)));
+        if c % 3 == 1 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            child = spawn(&config, &log);
+        }
+    }
+    let count = || std::fs::read_to_string(&alerts).unwrap_or_default().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        count() >= want.len(),
+        "{} alerts of {}; log:\n{}",
+        count(),
+        want.len(),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop(child);
+    let got: Vec<String> = std::fs::read_to_string(&alerts).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(got.len(), want.len(), "no alert lost or written twice");
+    assert!(got == want, "the alert file equals replay, in order");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let restores: Vec<&str> = text.lines().filter(|l| l.contains("state restored from checkpoint")).collect();
+    assert!(restores.iter().any(|l| !l.contains("next_offset=0")), "a restart resumes mid-file:\n{text}");
+    assert!(text.contains("file replaced or truncated") || text.contains("finishing the rotated file"), "{text}");
+}
+
+#[test]
+fn sighup_swaps_in_a_valid_rule_set_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let shipped = std::fs::read_to_string(default_rules_dir().join("default.toml")).unwrap();
+    std::fs::write(rules.join("default.toml"), &shipped).unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, b"").unwrap();
+    let source = format!("[file]\npath = \"{}\"\npoll_ms = 20\nalerts = \"alerts.jsonl\"\n", input.display());
+    let config = write_config(dir.path(), &rules, &source);
+    let log = dir.path().join("daemon.log");
+    let alerts = dir.path().join("state/alerts.jsonl");
+    let read_alerts = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&alerts).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let log_has = |s: &str, n: usize| std::fs::read_to_string(&log).unwrap_or_default().matches(s).count() >= n;
+    let (a, b) = (code(0), code(1));
+    let child = spawn(&config, &log);
+
+    // One negative media item for A: under the shipped remind threshold of 2.
+    append(
+        &input,
+        &[
+            event("s1", &a, "negative_sentiment", "2025-03-01T09:00:00+08:00", None).as_bytes(),
+            event("x1", &b, "penalty", "2025-03-01T10:00:00+08:00", None).as_bytes(),
+        ],
+    );
+    wait_for("the lines to be read", || log_has("reading events", 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(read_alerts().is_empty());
+
+    // A valid set with remind = 1: swapped in at once; A's standing count now reaches remind.
+    let lowered = shipped.replacen(
+        "remind = 2, warn = 3, interview = 5, inspect = 10",
+        "remind = 1, warn = 3, interview = 5, inspect = 10",
+        1,
+    );
+    assert_ne!(lowered, shipped, "the test edits the sentiment rule's thresholds");
+    std::fs::write(rules.join("default.toml"), &lowered).unwrap();
+    signal(&child, "HUP");
+    wait_for("the reload", || log_has("rules reloaded", 1));
+    append(&input, &[event("x2", &b, "penalty", "2025-03-01T11:00:00+08:00", None).as_bytes()]);
+    wait_for("A's alert", || !read_alerts().is_empty());
+    let got = read_alerts();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["entity_id"].as_str(), got[0]["rule"].as_str(), got[0]["action"].as_str()),
+        (Some(a.as_str()), Some("sentiment-1m"), Some("remind"))
+    );
+
+    // An invalid set is refused; the daemon keeps the rules in force and keeps working.
+    std::fs::write(rules.join("default.toml"), "[[rule]]\nid = \"broken\"\n").unwrap();
+    signal(&child, "HUP");
+    wait_for("the refusal", || log_has("rule reload refused", 1));
+    append(
+        &input,
+        &[
+            event("s2", &b, "negative_sentiment", "2025-03-02T09:00:00+08:00", None).as_bytes(),
+            event("x3", &a, "penalty", "2025-03-03T09:00:00+08:00", None).as_bytes(),
+        ],
+    );
+    wait_for("B's alert under the kept rules", || read_alerts().len() >= 2);
+    assert_eq!(read_alerts()[1]["entity_id"].as_str(), Some(b.as_str()));
+    stop(child);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("default.toml"), "the refusal names the file");
+}
+
+fn check_config(path: &Path) -> Output {
+    Command::new(BIN).arg("check-config").arg(path).output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_files_and_names_file_and_line_of_an_error() {
+    for shipped in ["deploy/config.example.toml", "deploy/local.toml"] {
+        let o = check_config(&manifest().join(shipped));
+        assert!(o.status.success(), "{shipped}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "rules = \"x\"\n\n[file]\npath = \"e.jsonl\"\nfolow = true\n").unwrap();
+    let o = check_config(&bad);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:5:") && err.contains("folow"), "{err}");
+
+    // A secret must come from a file, and the file must be readable.
+    std::fs::write(
+        &bad,
+        "[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]\nalert_topic = \"a\"\nsecurity_protocol = \"sasl_ssl\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword_file = \"missing.secret\"\n",
+    )
+    .unwrap();
+    let o = check_config(&bad);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:9:") && err.contains("missing.secret"), "{err}");
+
+    // The rules the config names are checked too.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("r.toml"), "[[rule]]\nid = 1\n").unwrap();
+    let good = write_config(dir.path(), &rules, "[file]\npath = \"-\"\n");
+    let o = check_config(&good);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("r.toml:2"), "{}", String::from_utf8_lossy(&o.stderr));
+}
