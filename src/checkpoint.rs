@@ -31,8 +31,12 @@ pub struct Meta {
     pub seq: u64,
     /// Wall-clock Unix time it was written.
     pub written_at: i64,
-    /// The next input position: a Kafka offset, or a byte offset in the source file.
+    /// The next input position in the source file (bytes).
+    #[serde(default)]
     pub next_offset: u64,
+    /// Kafka: the next offset of each input topic's partition of this state partition.
+    #[serde(default)]
+    pub offsets: std::collections::BTreeMap<String, u64>,
     /// Lines read before `next_offset` (file source), for the line numbers of rejects.
     #[serde(default)]
     pub lines: u64,

@@ -416,6 +416,7 @@ fn managed_property(key: &str) -> bool {
             | "group.id"
             | "bootstrap.servers"
             | "isolation.level"
+            | "partition.assignment.strategy"
     )
 }
 

@@ -451,3 +451,35 @@ fn broker_outages_request_errors_and_a_slow_broker_are_waited_out() {
     thread.join().unwrap().unwrap();
     assert_same(&got, &want);
 }
+
+#[test]
+fn an_entitys_events_from_several_topics_meet_in_one_state_partition() {
+    let mock = cluster();
+    mock.create_topic("events-court", PARTITIONS, 3).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &bootstrap, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(r#"topics = ["events"]"#, r#"topics = ["events", "events-court"]"#);
+    std::fs::write(&config, text).unwrap();
+    let x = common::code(0);
+    let ev = |id: &str, kind: &str, at: &str| common::event(id, &x, kind, at, None).into_bytes();
+    // Two penalties of one entity, one per topic (same key, same partition): together they reach remind.
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let p = (crc32fast::hash(x.as_bytes()) % PARTITIONS as u32) as i32;
+    for (topic, line) in [
+        ("events", ev("p1", "penalty", "2025-01-01T00:00:00Z")),
+        ("events-court", ev("p2", "penalty", "2025-01-01T00:00:00Z")),
+        ("events", ev("m1", "negative_sentiment", "2025-06-01T00:00:00Z")),
+        ("events-court", ev("m2", "negative_sentiment", "2025-06-02T00:00:00Z")),
+    ] {
+        producer.send(BaseRecord::to(topic).partition(p).key(&x).payload(&line)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    let (handle, thread) = start_in_process(&config);
+    let got = wait_for_alerts(&bootstrap, 1, Duration::from_secs(30));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert!(got.iter().any(|a| a.contains("\"rule\":\"penalties-3y\"") && a.contains(&x)), "{got:?}");
+    assert!(dir.path().join(format!("state/kafka/partition-{p}")).is_dir());
+}

@@ -2,9 +2,13 @@
 //! and bad input produced to topics.
 //!
 //! # Exactly once, without transactions
-//! - Offsets are ours: `enable.auto.commit=false`. A partition's position is part of its checkpoint; on
-//!   assignment the consumer starts at the checkpoint's offset, and the group offset is committed only after
-//!   that checkpoint is durable (it is then only informational: lag, tooling).
+//! - State partitions are co-partitioned like Kafka Streams' tasks: state partition `p` holds partition `p`
+//!   of every input topic (the topics must have as many partitions and be keyed by `entity_id` with the same
+//!   partitioner), so an entity's events from all topics meet in one engine. The `range` assignor keeps the
+//!   partitions `p` of all topics on one instance.
+//! - Offsets are ours: `enable.auto.commit=false`. A partition's positions are part of its checkpoint; on
+//!   assignment the consumer starts at the checkpoint's offsets, and the group offsets are committed only
+//!   after that checkpoint is durable (they are then only informational: lag, tooling).
 //! - Before a checkpoint the producer is flushed, so every alert raised by the input before the checkpoint
 //!   is in the alert topic, below the partition's **mark** (the alert partition's end offset, recorded in the
 //!   checkpoint). Input partition `p` writes to alert partition `p mod n`.
@@ -16,8 +20,8 @@
 //! - Duplicated input is dropped by `event_id` (the dedup memory is in the checkpoint too).
 //! - Revocation checkpoints and commits the partitions before they are given up, inside the rebalance
 //!   callback (which librdkafka runs on this thread, inside `poll`), so the next owner starts where this
-//!   one stopped. Partitions' checkpoints live under `state_dir/kafka/<topic>-<partition>`: instances that
-//!   share a group must share that directory (one host, or shared storage).
+//!   one stopped. Partitions' checkpoints live under `state_dir/kafka/partition-<p>`: instances that share a
+//!   group must share that directory (one host, or shared storage).
 //!
 //! Bad messages are produced to the dead-letter topic with their reason and origin in headers (at least
 //! once: after a crash a bad message may be dead-lettered again).
@@ -72,7 +76,8 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     cc.set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range");
     for (k, v) in &kafka.consumer_options {
         cc.set(k, v);
     }
@@ -111,9 +116,9 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                 let mut parts = ctx.lock();
                 let wall = wall_now();
                 let mut entities = 0;
-                for ((topic, p), task) in parts.tasks.iter_mut() {
+                for (p, task) in parts.tasks.iter_mut() {
                     task.tick(wall, stats);
-                    ctx.produce_alerts(topic, *p, task)?;
+                    ctx.produce_alerts(*p, task)?;
                     entities += task.engine.entities() as u64;
                 }
                 stats.entities.store(entities, Ordering::Relaxed);
@@ -217,7 +222,8 @@ impl ProducerContext for Delivery {
 
 /// The state partitions owned now, and the rules they use.
 struct Parts {
-    tasks: HashMap<(Arc<str>, i32), Task>,
+    /// By partition number (co-partitioned over the input topics).
+    tasks: HashMap<i32, Task>,
     rules: Arc<RuleSet>,
 }
 
@@ -260,7 +266,7 @@ impl ConsumerContext for Ctx {
                 }
                 let mut parts = self.lock();
                 for e in tpl.elements() {
-                    parts.tasks.remove(&(Arc::from(e.topic()), e.partition()));
+                    parts.tasks.remove(&e.partition());
                 }
                 tracing::info!(partitions = tpl.count(), "partitions revoked after their checkpoint");
                 if let Err(error) = consumer.unassign() {
@@ -301,42 +307,27 @@ impl Ctx {
         let rules = parts.rules.clone();
         for e in tpl.elements() {
             let (topic, p) = (e.topic(), e.partition());
-            let store = Store::open(self.state.join(format!("{topic}-{p}")), self.keep)?;
-            let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
-            let q = self.alert_partition(p);
-            if restored {
-                let ids = self.produced_since(q, task.meta.alerts_mark)?;
-                if !ids.is_empty() {
-                    tracing::info!(
-                        topic,
-                        partition = p,
-                        alerts = ids.len(),
-                        "alerts already produced after the checkpoint will not be produced again"
-                    );
+            if !parts.tasks.contains_key(&p) {
+                let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
+                let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
+                let q = self.alert_partition(p);
+                if restored {
+                    let ids = self.produced_since(q, task.meta.alerts_mark)?;
+                    if !ids.is_empty() {
+                        tracing::info!(partition = p, alerts = ids.len(), "alerts already produced after the checkpoint will not be produced again");
+                    }
+                    task.suppress(ids);
+                } else {
+                    // A first checkpoint at once, so that a crash before the next one still knows the mark.
+                    task.meta.alerts_mark = self.end_of(q)?;
+                    task.checkpoint(self.handle.stats())?;
                 }
-                task.suppress(ids);
-            } else {
-                // A first checkpoint at once, so that a crash before the next one still knows the mark.
-                task.meta.alerts_mark = self.end_of(q)?;
-                task.checkpoint(self.handle.stats())?;
+                tracing::info!(partition = p, restored, entities = task.engine.entities(), "partition assigned");
+                parts.tasks.insert(p, task);
             }
-            let offset = task.meta.next_offset;
-            start
-                .add_partition_offset(
-                    topic,
-                    p,
-                    if offset == 0 { Offset::Beginning } else { Offset::Offset(offset as i64) },
-                )
-                .map_err(kafka_error)?;
-            tracing::info!(
-                topic,
-                partition = p,
-                restored,
-                next_offset = offset,
-                entities = task.engine.entities(),
-                "partition assigned"
-            );
-            parts.tasks.insert((Arc::from(topic), p), task);
+            let offset = parts.tasks.get(&p).and_then(|t| t.meta.offsets.get(topic).copied()).unwrap_or(0);
+            let from = if offset == 0 { Offset::Beginning } else { Offset::Offset(offset as i64) };
+            start.add_partition_offset(topic, p, from).map_err(kafka_error)?;
         }
         Ok(start)
     }
@@ -388,27 +379,30 @@ impl Ctx {
     /// Handles one input message.
     fn handle(&self, m: &rdkafka::message::BorrowedMessage<'_>, stats: &Stats) -> Result<(), DaemonError> {
         let mut parts = self.lock();
-        let key = (Arc::<str>::from(m.topic()), m.partition());
-        let Some(task) = parts.tasks.get_mut(&key) else { return Ok(()) };
+        let p = m.partition();
+        let Some(task) = parts.tasks.get_mut(&p) else { return Ok(()) };
         let offset = m.offset() as u64;
-        if offset < task.meta.next_offset {
-            return Ok(()); // already in the restored state
+        match task.meta.offsets.get_mut(m.topic()) {
+            Some(next) if offset < *next => return Ok(()), // already in the restored state
+            Some(next) => *next = offset + 1,
+            None => {
+                task.meta.offsets.insert(m.topic().to_owned(), offset + 1);
+            }
         }
-        task.meta.next_offset = offset + 1;
         Stats::add(&stats.lines, 1);
         let payload = m.payload().unwrap_or_default();
         let result = decode(payload).and_then(|event| task.handle(event, wall_now(), stats).map(|_| ()));
         if let Err(reason) = result {
             Stats::add(&stats.rejected, 1);
-            let location = Location::Kafka { topic: key.0.clone(), partition: key.1, offset: offset as i64 };
+            let location = Location::Kafka { topic: Arc::from(m.topic()), partition: p, offset: offset as i64 };
             tracing::debug!(%location, %reason, "rejected");
             self.dead_letter(m, &location, reason)?;
         }
-        self.produce_alerts(&key.0, key.1, task)
+        self.produce_alerts(p, task)
     }
 
     /// Produces the task's pending alerts to its alert partition.
-    fn produce_alerts(&self, _topic: &str, p: i32, task: &mut Task) -> Result<(), DaemonError> {
+    fn produce_alerts(&self, p: i32, task: &mut Task) -> Result<(), DaemonError> {
         let q = self.alert_partition(p);
         for out in task.take_output() {
             let record = BaseRecord::to(&self.kafka.alert_topic).partition(q).key(&out.entity_id).payload(&out.json);
@@ -473,8 +467,8 @@ impl Ctx {
         let mut parts = self.lock();
         let mut done = TopicPartitionList::new();
         let mut marks: HashMap<i32, u64> = HashMap::new();
-        for ((topic, p), task) in parts.tasks.iter_mut() {
-            if only.is_some_and(|tpl| tpl.find_partition(topic, *p).is_none()) {
+        for (p, task) in parts.tasks.iter_mut() {
+            if only.is_some_and(|tpl| !tpl.elements().iter().any(|e| e.partition() == *p)) {
                 continue;
             }
             let q = self.alert_partition(*p);
@@ -490,7 +484,9 @@ impl Ctx {
             };
             task.meta.alerts_mark = mark;
             task.checkpoint(self.handle.stats())?;
-            done.add_partition_offset(topic, *p, Offset::Offset(task.meta.next_offset as i64)).map_err(kafka_error)?;
+            for (topic, next) in &task.meta.offsets {
+                done.add_partition_offset(topic, *p, Offset::Offset(*next as i64)).map_err(kafka_error)?;
+            }
         }
         Ok(Some(done))
     }
