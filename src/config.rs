@@ -179,6 +179,11 @@ pub struct KafkaConfig {
     /// Milliseconds a poll waits for messages.
     #[serde(default = "default_kafka_poll_ms")]
     pub poll_ms: u64,
+    /// How the producers of the input topics choose a partition from the key, so that history loaded with
+    /// `--bootstrap` lands in the state partition of its entity: `consistent_random` (librdkafka's default:
+    /// CRC-32 of the key) or `murmur2_random` (the Java client's default).
+    #[serde(default)]
+    pub partitioner: Partitioner,
     /// librdkafka properties passed through to the consumer and producer (no secrets: use the files above).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -200,6 +205,55 @@ fn default_protocol() -> String {
 
 fn default_kafka_poll_ms() -> u64 {
     100
+}
+
+/// The input producers' partitioner (see [`KafkaConfig::partitioner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioner {
+    #[default]
+    ConsistentRandom,
+    Murmur2Random,
+}
+
+impl Partitioner {
+    /// The partition of `key` among `n`.
+    pub fn partition(self, key: &[u8], n: i32) -> i32 {
+        let n = n.max(1) as u32;
+        match self {
+            Partitioner::ConsistentRandom => (crc32fast::hash(key) % n) as i32,
+            Partitioner::Murmur2Random => ((murmur2(key) & 0x7fff_ffff) % n) as i32,
+        }
+    }
+}
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }
 
 /// `[kafka.sasl]`.
@@ -504,6 +558,17 @@ mod tests {
         let e = error(&format!("{base}\"enable.auto.commit\" = \"true\"\n"));
         assert!(e.contains("set by credit-sentinel"), "{e}");
         assert!(error(&format!("{base}\"fetch.wait.max.ms\" = \"50\"\n")).is_empty());
+    }
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Values of org.apache.kafka.common.utils.Utils.murmur2 (as used by its tests and partitioners).
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
     #[test]

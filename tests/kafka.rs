@@ -483,3 +483,35 @@ fn an_entitys_events_from_several_topics_meet_in_one_state_partition() {
     assert!(got.iter().any(|a| a.contains("\"rule\":\"penalties-3y\"") && a.contains(&x)), "{got:?}");
     assert!(dir.path().join(format!("state/kafka/partition-{p}")).is_dir());
 }
+
+#[test]
+fn history_loaded_with_bootstrap_then_live_input_equals_replay_of_both() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = stream(53, 20_000);
+    let half = lines.len() / 2;
+    let history = dir.path().join("history.jsonl");
+    std::fs::write(&history, lines[..half].join(&b'\n')).unwrap();
+    let config = write_config(dir.path(), &bootstrap, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // `[bootstrap]` must come before the [kafka] tables.
+    let text = text.replacen("[clock]", &format!("[bootstrap]\nfiles = [\"{}\"]\n\n[clock]", history.display()), 1);
+    std::fs::write(&config, text).unwrap();
+
+    // Kafka holds only the recent half; the history file the older one.
+    produce(&bootstrap, &lines, half..lines.len());
+    let (want, _) = expected(&lines);
+    let (handle, thread) = start_in_process(&config);
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(60));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&got, &want);
+
+    // A restart does not load the history again.
+    let (handle, thread) = start_in_process(&config);
+    std::thread::sleep(Duration::from_secs(8));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&alerts_in_topic(&bootstrap), &want);
+}

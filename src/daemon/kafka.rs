@@ -60,6 +60,9 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     let base = kafka.client_properties().map_err(|error| DaemonError::Io { context: "kafka secret".into(), error })?;
     let producer = Arc::new(producer(kafka, &base)?);
     let alert_partitions = partitions_of(&producer, &kafka.alert_topic)?;
+    if !config.bootstrap.files.is_empty() {
+        bootstrap(config, kafka, &rules, &producer, alert_partitions, stats)?;
+    }
     let ctx = Ctx {
         parts: Mutex::new(Parts { tasks: HashMap::new(), rules }),
         producer: producer.clone(),
@@ -182,6 +185,7 @@ fn producer(kafka: &KafkaConfig, base: &[(String, String)]) -> Result<Producer_,
 
 /// The partition count of `topic`, waiting for the brokers if needed.
 fn partitions_of(producer: &Producer_, topic: &str) -> Result<i32, DaemonError> {
+    // Topic metadata can lag behind a topic's creation: a few attempts.
     let mut last = String::new();
     for _ in 0..6 {
         match producer.client().fetch_metadata(Some(topic), BROKER_TIMEOUT) {
@@ -198,7 +202,97 @@ fn partitions_of(producer: &Producer_, topic: &str) -> Result<i32, DaemonError> 
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    Err(DaemonError::Kafka(format!("alert topic {topic}: {last}")))
+    Err(DaemonError::Kafka(format!("topic {topic}: {last}")))
+}
+
+/// Sends a record; when the producer's queue is full, waits for it to drain (backpressure on the
+/// consumer loop, which then stops polling: nothing is dropped).
+fn send<K, P>(producer: &Producer_, mut record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(kafka_error(error)),
+        }
+    }
+}
+
+/// The end offset of partition `q` of `topic`.
+fn end_of(producer: &Producer_, topic: &str, q: i32) -> Result<u64, DaemonError> {
+    let (_, high) = producer.client().fetch_watermarks(topic, q, BROKER_TIMEOUT).map_err(kafka_error)?;
+    Ok(high.max(0) as u64)
+}
+
+/// Produces a task's pending alerts to alert partition `q`.
+fn produce_alerts(producer: &Producer_, topic: &str, q: i32, task: &mut Task) -> Result<(), DaemonError> {
+    for out in task.take_output() {
+        send(producer, BaseRecord::to(topic).partition(q).key(&out.entity_id).payload(&out.json))?;
+    }
+    Ok(())
+}
+
+/// Loads history (`[bootstrap]`, `run --bootstrap`) into fresh state partitions before consuming, each
+/// event into the partition its key maps to under the input producers' partitioner, and checkpoints them
+/// (the input topics are then read from their beginning). Skipped when checkpoints exist. Alerts raised by
+/// history go to the alert topic like any other.
+fn bootstrap(
+    config: &Config,
+    kafka: &KafkaConfig,
+    rules: &Arc<RuleSet>,
+    producer: &Producer_,
+    alert_partitions: i32,
+    stats: &Stats,
+) -> Result<(), DaemonError> {
+    let root = config.state_dir().join("kafka");
+    let existing = std::fs::read_dir(&root).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    if existing > 0 {
+        tracing::info!(dir = %root.display(), "checkpoints exist: history is not loaded again");
+        return Ok(());
+    }
+    let n = partitions_of(producer, &kafka.topics[0])?;
+    for topic in &kafka.topics[1..] {
+        let m = partitions_of(producer, topic)?;
+        if m != n {
+            return Err(DaemonError::Kafka(format!(
+                "input topics must have as many partitions to share state partitions: {} has {n}, {topic} has {m}",
+                kafka.topics[0]
+            )));
+        }
+    }
+    let mut tasks = Vec::with_capacity(n as usize);
+    for p in 0..n {
+        let store = Store::open(root.join(format!("partition-{p}")), config.checkpoint.keep)?;
+        tasks.push(Task::open(store, rules, &config.clock)?.0);
+    }
+    let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
+    for path in &config.bootstrap.files {
+        let name = path.display().to_string();
+        let input = crate::replay::Input::open(&name).map_err(|error| DaemonError::Io { context: name.clone(), error })?;
+        let mut lines = crate::lines::Lines::new(input.reader);
+        let mut loaded = 0u64;
+        while let Some(line) = lines.next_line().map_err(|error| DaemonError::Io { context: name.clone(), error })? {
+            let crate::lines::Line::Text(bytes) = line else { continue };
+            let Ok(event) = decode(bytes) else { continue };
+            let p = kafka.partitioner.partition(event.entity.to_string().as_bytes(), n) as usize;
+            tasks[p].history(event, stats);
+            produce_alerts(producer, &kafka.alert_topic, q_of(p), &mut tasks[p])?;
+            loaded += 1;
+        }
+        tracing::info!(path = %name, events = loaded, partitions = n, "history loaded");
+    }
+    producer.flush(Duration::from_secs(300)).map_err(kafka_error)?;
+    for (p, task) in tasks.iter_mut().enumerate() {
+        task.meta.alerts_mark = end_of(producer, &kafka.alert_topic, q_of(p))?;
+        task.checkpoint(stats)?;
+    }
+    Ok(())
 }
 
 /// Delivery reports of the producer.
@@ -334,9 +428,7 @@ impl Ctx {
 
     /// The end offset of alert partition `q`.
     fn end_of(&self, q: i32) -> Result<u64, DaemonError> {
-        let (_, high) =
-            self.producer.client().fetch_watermarks(&self.kafka.alert_topic, q, BROKER_TIMEOUT).map_err(kafka_error)?;
-        Ok(high.max(0) as u64)
+        end_of(&self.producer, &self.kafka.alert_topic, q)
     }
 
     /// The `alert_id`s in alert partition `q` from `mark` to its end.
@@ -403,12 +495,7 @@ impl Ctx {
 
     /// Produces the task's pending alerts to its alert partition.
     fn produce_alerts(&self, p: i32, task: &mut Task) -> Result<(), DaemonError> {
-        let q = self.alert_partition(p);
-        for out in task.take_output() {
-            let record = BaseRecord::to(&self.kafka.alert_topic).partition(q).key(&out.entity_id).payload(&out.json);
-            self.send(record)?;
-        }
-        Ok(())
+        produce_alerts(&self.producer, &self.kafka.alert_topic, self.alert_partition(p), task)
     }
 
     fn dead_letter(
@@ -432,23 +519,12 @@ impl Ctx {
         self.send(record)
     }
 
-    /// Sends a record; when the producer's queue is full, waits for it to drain (backpressure on the
-    /// consumer loop, which then stops polling: nothing is dropped).
-    fn send<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(kafka_error(error)),
-            }
-        }
+        send(&self.producer, record)
     }
 
     /// Checkpoints the tasks (all, or those in `only`) after making their output durable. The positions to
