@@ -459,7 +459,9 @@ fn an_entitys_events_from_several_topics_meet_in_one_state_partition() {
     let bootstrap = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &bootstrap, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(r#"topics = ["events"]"#, r#"topics = ["events", "events-court"]"#);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(r#"topics = ["events"]"#, r#"topics = ["events", "events-court"]"#);
     std::fs::write(&config, text).unwrap();
     let x = common::code(0);
     let ev = |id: &str, kind: &str, at: &str| common::event(id, &x, kind, at, None).into_bytes();

@@ -87,7 +87,7 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx).map_err(kafka_error)?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka_error)?;
-    handle.set_ready();
+    // READY comes with the first assignment, once its partitions' state is restored (`Ctx::assign`).
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = %kafka.topics.join(","), "consuming");
 
     let mut chores = Chores::new(config.checkpoint.interval());
@@ -274,7 +274,8 @@ fn bootstrap(
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
         let name = path.display().to_string();
-        let input = crate::replay::Input::open(&name).map_err(|error| DaemonError::Io { context: name.clone(), error })?;
+        let input =
+            crate::replay::Input::open(&name).map_err(|error| DaemonError::Io { context: name.clone(), error })?;
         let mut lines = crate::lines::Lines::new(input.reader);
         let mut loaded = 0u64;
         while let Some(line) = lines.next_line().map_err(|error| DaemonError::Io { context: name.clone(), error })? {
@@ -401,14 +402,18 @@ impl Ctx {
         let rules = parts.rules.clone();
         for e in tpl.elements() {
             let (topic, p) = (e.topic(), e.partition());
-            if !parts.tasks.contains_key(&p) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = parts.tasks.entry(p) {
                 let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
                 let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
                 let q = self.alert_partition(p);
                 if restored {
                     let ids = self.produced_since(q, task.meta.alerts_mark)?;
                     if !ids.is_empty() {
-                        tracing::info!(partition = p, alerts = ids.len(), "alerts already produced after the checkpoint will not be produced again");
+                        tracing::info!(
+                            partition = p,
+                            alerts = ids.len(),
+                            "alerts already produced after the checkpoint will not be produced again"
+                        );
                     }
                     task.suppress(ids);
                 } else {
@@ -417,12 +422,13 @@ impl Ctx {
                     task.checkpoint(self.handle.stats())?;
                 }
                 tracing::info!(partition = p, restored, entities = task.engine.entities(), "partition assigned");
-                parts.tasks.insert(p, task);
+                slot.insert(task);
             }
             let offset = parts.tasks.get(&p).and_then(|t| t.meta.offsets.get(topic).copied()).unwrap_or(0);
             let from = if offset == 0 { Offset::Beginning } else { Offset::Offset(offset as i64) };
             start.add_partition_offset(topic, p, from).map_err(kafka_error)?;
         }
+        self.handle.set_ready();
         Ok(start)
     }
 
@@ -470,6 +476,7 @@ impl Ctx {
 
     /// Handles one input message.
     fn handle(&self, m: &rdkafka::message::BorrowedMessage<'_>, stats: &Stats) -> Result<(), DaemonError> {
+        let consumed = std::time::Instant::now();
         let mut parts = self.lock();
         let p = m.partition();
         let Some(task) = parts.tasks.get_mut(&p) else { return Ok(()) };
@@ -490,7 +497,11 @@ impl Ctx {
             tracing::debug!(%location, %reason, "rejected");
             self.dead_letter(m, &location, reason)?;
         }
-        self.produce_alerts(p, task)
+        if task.has_output() {
+            self.produce_alerts(p, task)?;
+            stats.alert_latency.record(consumed.elapsed());
+        }
+        Ok(())
     }
 
     /// Produces the task's pending alerts to its alert partition.

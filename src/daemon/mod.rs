@@ -52,6 +52,45 @@ pub struct Stats {
     pub partitions: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// From taking a message off the consumer to handing its alerts to the producer (Kafka source).
+    pub alert_latency: Histogram,
+}
+
+/// A histogram of durations in power-of-two microsecond buckets (bucket `i` holds `[2^i, 2^(i+1))` µs;
+/// bucket 0 also holds less than 1 µs).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 32],
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().max(1) as u64;
+        let i = (63 - us.leading_zeros() as usize).min(31);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), or zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Duration::from_micros(1 << (i + 1));
+            }
+        }
+        Duration::from_micros(1 << 32)
+    }
 }
 
 impl Stats {
@@ -127,9 +166,11 @@ impl Handle {
         self.shared.ready.load(Ordering::Acquire)
     }
 
+    /// Tells systemd (once) that state is restored and the source is being read.
     fn set_ready(&self) {
-        self.shared.ready.store(true, Ordering::Release);
-        notify(&[sd_notify::NotifyState::Ready]);
+        if !self.shared.ready.swap(true, Ordering::AcqRel) {
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
     }
 
     /// The counters.

@@ -135,6 +135,11 @@ impl Task {
         }
     }
 
+    /// Whether alerts are waiting to be taken.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Alerts raised since the last call, in order.
     pub fn take_output(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
