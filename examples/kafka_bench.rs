@@ -65,14 +65,7 @@ fn latency_plain(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap:
         let bootstrap = bootstrap.to_owned();
         let n = lines.len();
         std::thread::spawn(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", "latency-plain")
-                .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", "5")
-                .create()
-                .unwrap();
-            consumer.subscribe(&["events-plain"]).unwrap();
+            let consumer = reader(&bootstrap, "latency-plain", "events-plain");
             let mut got = HashMap::new();
             let deadline = Instant::now() + Duration::from_secs(60);
             while got.len() < n && Instant::now() < deadline {
@@ -97,10 +90,27 @@ fn latency_plain(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap:
         }
         *o += 1;
     }
+    print_latency(&format!("baseline latency at {rate} events/s (produce to plain consumer), messages"), lat);
+}
+
+/// A consumer of `topic` for latency measurements (both figures use the same settings).
+fn reader(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+fn print_latency(label: &str, mut lat: Vec<f64>) {
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
     println!(
-        "baseline latency at {rate} events/s (produce to plain consumer): {} messages, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{label}: {}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
         pct(0.5),
         pct(0.99),
@@ -291,14 +301,7 @@ fn latency(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap: &str,
     let reader = {
         let bootstrap = bootstrap.to_owned();
         std::thread::spawn(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", "latency-reader")
-                .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", "1")
-                .create()
-                .unwrap();
-            consumer.subscribe(&["alerts-paced"]).unwrap();
+            let consumer = reader(&bootstrap, "latency-reader", "alerts-paced");
             let mut got = Vec::new();
             let mut idle = Instant::now();
             while idle.elapsed() < Duration::from_secs(5) {
@@ -326,7 +329,7 @@ fn latency(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap: &str,
         events.iter().zip(sent.iter()).map(|(e, s)| (e.id.as_str(), (*s, e.at))).collect();
     // Alerts raised by an arrival: the newest event of the evidence occurred at the alert's instant. (Alerts
     // raised by time passing, such as a surge when old complaints leave, have no event to measure from.)
-    let mut lat: Vec<f64> = got
+    let lat: Vec<f64> = got
         .iter()
         .filter_map(|(arrived, payload)| {
             let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
@@ -335,14 +338,11 @@ fn latency(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap: &str,
             (*occurred == at).then(|| arrived.duration_since(*sent).as_secs_f64() * 1000.0)
         })
         .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
-    println!(
-        "latency at {rate} events/s: {} alerts raised by arrivals (of {}), p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        lat.len(),
-        got.len(),
-        pct(0.5),
-        pct(0.99),
-        lat[lat.len() - 1]
+    print_latency(
+        &format!(
+            "latency at {rate} events/s (produce to alert consumer), alerts raised by arrivals (of {})",
+            got.len()
+        ),
+        lat,
     );
 }
