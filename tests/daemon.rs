@@ -271,3 +271,51 @@ fn check_config_accepts_the_shipped_files_and_names_file_and_line_of_an_error() 
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("r.toml:2"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn with_the_wall_clock_timers_fire_on_time_and_far_future_events_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, b"").unwrap();
+    let source = format!(
+        "[file]\npath = \"{}\"\npoll_ms = 20\nalerts = \"alerts.jsonl\"\nrejects = \"rejects.txt\"\n",
+        input.display()
+    );
+    let config = write_config(dir.path(), &default_rules_dir(), &source).display().to_string();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("mode = \"event\"", "mode = \"wall\"\nfuture_margin_secs = 60");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let alerts = dir.path().join("state/alerts.jsonl");
+    let child = spawn(Path::new(&config), &log);
+    wait_for("the daemon to start", || std::fs::read_to_string(&log).unwrap_or_default().contains("reading events"));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let at = |t: i64| common::format_beijing(t);
+    let a = code(0);
+    // One negative item 40 days ago (late, and outside the 30-day window), one 10 s ago, one 3 s ahead (within
+    // the margin: it counts from its own instant), one an hour ahead (beyond the margin: bad input).
+    append(
+        &input,
+        &[
+            event("old", &a, "negative_sentiment", &at(now - 40 * 86400), None).as_bytes(),
+            event("recent", &a, "negative_sentiment", &at(now - 10), None).as_bytes(),
+            event("soon", &a, "negative_sentiment", &at(now + 3), None).as_bytes(),
+            event("far", &a, "negative_sentiment", &at(now + 3600), None).as_bytes(),
+        ],
+    );
+    let read = || std::fs::read_to_string(&alerts).unwrap_or_default();
+    wait_for("the alert of the event that arrives in 3 s", || !read().is_empty());
+    let fired = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let alert: serde_json::Value = serde_json::from_str(read().lines().next().unwrap()).unwrap();
+    let alert_at = credit_sentinel::time::parse_rfc3339(alert["at"].as_str().unwrap()).unwrap();
+    assert_eq!(alert_at, now + 3, "the level rises at the future event's own instant: {alert}");
+    assert!(fired >= (now + 3) as f64, "not before its instant");
+    // An instant's batch is evaluated when its second ends: the alert of `now + 3` comes at about `now + 4`.
+    assert!(fired < (now + 3) as f64 + 3.0, "within about a second of it (fired at +{:.2} s)", fired - now as f64);
+    assert_eq!(alert["evidence"], serde_json::json!(["recent", "soon"]));
+    let rejects = std::fs::read_to_string(dir.path().join("state/rejects.txt")).unwrap_or_default();
+    assert!(rejects.contains(":4: future:"), "the far-future line is rejected with its line: {rejects}");
+    stop(child);
+}

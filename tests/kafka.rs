@@ -469,20 +469,44 @@ fn an_entitys_events_from_several_topics_meet_in_one_state_partition() {
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     let p = (crc32fast::hash(x.as_bytes()) % PARTITIONS as u32) as i32;
+    let send = |topic: &str, line: Vec<u8>| {
+        producer.send(BaseRecord::to(topic).partition(p).key(&x).payload(&line)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let (handle, thread) = start_in_process(&config);
     for (topic, line) in [
         ("events", ev("p1", "penalty", "2025-01-01T00:00:00Z")),
         ("events-court", ev("p2", "penalty", "2025-01-01T00:00:00Z")),
         ("events", ev("m1", "negative_sentiment", "2025-06-01T00:00:00Z")),
         ("events-court", ev("m2", "negative_sentiment", "2025-06-02T00:00:00Z")),
+        ("events-court", b"{\"event_id\": 7}".to_vec()),
+        ("events", ev("m3", "fraud", "2025-06-03T00:00:00Z")),
     ] {
-        producer.send(BaseRecord::to(topic).partition(p).key(&x).payload(&line)).unwrap();
-        producer.flush(Duration::from_secs(10)).unwrap();
+        send(topic, line);
     }
-    let (handle, thread) = start_in_process(&config);
+    // The topics are read in no set order between them; once all is read, a later event moves the clock on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.stats().lines.load(std::sync::atomic::Ordering::Relaxed) < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send("events", ev("m9", "negative_sentiment", "2025-12-01T00:00:00Z"));
     let got = wait_for_alerts(&bootstrap, 1, Duration::from_secs(30));
     handle.shutdown();
     thread.join().unwrap().unwrap();
     assert!(got.iter().any(|a| a.contains("\"rule\":\"penalties-3y\"") && a.contains(&x)), "{got:?}");
+    // Bad messages of either topic are dead-lettered with their reason and origin.
+    let mut dead: Vec<(String, String)> = read_topic(&bootstrap, "dlq")
+        .into_iter()
+        .map(|(_, h)| {
+            let h: HashMap<_, _> = h.into_iter().collect();
+            (h["reason"].clone(), h["origin"].split('/').next().unwrap().to_owned())
+        })
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        vec![("unknown_kind".to_owned(), "events".to_owned()), ("wrong_type".to_owned(), "events-court".to_owned())]
+    );
     assert!(dir.path().join(format!("state/kafka/partition-{p}")).is_dir());
 }
 
