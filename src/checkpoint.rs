@@ -45,6 +45,10 @@ pub struct Meta {
     pub file_id: Option<(u64, u64)>,
     /// Where alert output stood: the alert file's length, or the next offset of the alert topic partition.
     pub alerts_mark: u64,
+    /// Kafka: the alert topic's partition count when the mark was taken (the mark is an offset in partition
+    /// `p mod alert_partitions`); 0 when unknown.
+    #[serde(default)]
+    pub alert_partitions: u32,
     /// Alert ids produced after the mark by an earlier run and not yet produced again by this one: they
     /// are not produced a second time (see `daemon::kafka`).
     #[serde(default)]
@@ -58,13 +62,21 @@ pub enum CheckpointError {
     Io { path: String, error: io::Error },
     #[error("{path}: {reason}")]
     Damaged { path: String, reason: String },
+    #[error("{path}: {error}")]
+    Engine { path: String, error: crate::engine::EngineError },
 }
 
-/// The checkpoints of one state partition.
+/// The checkpoints of one state partition, owned: the store holds an exclusive lock on its directory
+/// (`LOCK`) for as long as it lives, so two processes never write one partition's checkpoints.
 pub struct Store {
     dir: PathBuf,
     keep: usize,
+    _lock: File,
 }
+
+/// How long [`Store::open`] waits for another process to let go of a partition (a previous owner finishing its
+/// revocation) before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A restored checkpoint.
 pub struct Restored {
@@ -77,7 +89,24 @@ impl Store {
     /// The store in `dir` (created if missing), keeping `keep` good checkpoints.
     pub fn open(dir: PathBuf, keep: usize) -> Result<Store, CheckpointError> {
         fs::create_dir_all(&dir).map_err(|error| io_error(&dir, error))?;
-        Ok(Store { dir, keep: keep.max(1) })
+        let path = dir.join("LOCK");
+        let lock =
+            File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| io_error(&path, e))?;
+        let started = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let error = io::Error::other("held by another process (another instance owns this partition)");
+                    return Err(io_error(&path, error));
+                }
+                Err(fs::TryLockError::Error(error)) => return Err(io_error(&path, error)),
+            }
+        }
+        Ok(Store { dir, keep: keep.max(1), _lock: lock })
     }
 
     /// The directory.
@@ -134,6 +163,8 @@ impl Store {
         for path in files.iter().rev() {
             match read(path, rules) {
                 Ok((meta, engine)) => return Ok(Some(Restored { meta, engine, path: path.clone() })),
+                // A read error (disk, descriptors, shared storage) says nothing about the file: stop, retry later.
+                Err(error @ (CheckpointError::Io { .. } | CheckpointError::Engine { .. })) => return Err(error),
                 Err(error) => {
                     tracing::error!(path = %path.display(), %error, "checkpoint damaged; trying the previous one");
                     let aside = path.with_extension("damaged");
@@ -161,7 +192,10 @@ pub fn read(path: &Path, rules: &Arc<RuleSet>) -> Result<(Meta, Engine), Checkpo
     let len = u32::from_le_bytes(len.try_into().map_err(|_| damaged("truncated".into()))?) as usize;
     let (json, snapshot) = rest.split_at_checked(len).ok_or(damaged("truncated".into()))?;
     let meta: Meta = serde_json::from_slice(json).map_err(|e| damaged(format!("metadata: {e}")))?;
-    let engine = Engine::read_snapshot(rules.clone(), snapshot).map_err(|e: SnapshotError| damaged(e.to_string()))?;
+    let engine = Engine::read_snapshot(rules.clone(), snapshot).map_err(|e| match e {
+        SnapshotError::Corrupt(_) => damaged(e.to_string()),
+        SnapshotError::Engine(error) => CheckpointError::Engine { path: path.display().to_string(), error },
+    })?;
     Ok((meta, engine))
 }
 

@@ -338,11 +338,34 @@ impl Config {
         if config.checkpoint.keep == 0 {
             return Err(invalid(key_line(text, "keep"), "checkpoint.keep must be at least 1".into()));
         }
+        if let Some(file) = &config.file
+            && file.get_ref().poll_ms == 0
+        {
+            return Err(invalid(key_line(text, "poll_ms"), "poll_ms must be at least 1".into()));
+        }
         if let Some(kafka) = &config.kafka {
             let line = line_of(text, kafka.span().start);
             let k = kafka.get_ref();
             if k.topics.is_empty() {
                 return Err(invalid(key_line(text, "topics"), "kafka.topics is empty".into()));
+            }
+            if k.poll_ms == 0 {
+                return Err(invalid(key_line(text, "poll_ms"), "poll_ms must be at least 1".into()));
+            }
+            for (key, out) in
+                [("alert_topic", Some(&k.alert_topic)), ("dead_letter_topic", k.dead_letter_topic.as_ref())]
+            {
+                if let Some(out) = out
+                    && k.topics.contains(out)
+                {
+                    return Err(invalid(key_line(text, key), format!("{key} `{out}` is also an input topic (a loop)")));
+                }
+            }
+            if k.dead_letter_topic.as_ref() == Some(&k.alert_topic) {
+                return Err(invalid(
+                    key_line(text, "dead_letter_topic"),
+                    "dead_letter_topic is the alert topic".into(),
+                ));
             }
             let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
             if !protocols.contains(&k.security_protocol.as_str()) {
@@ -406,8 +429,27 @@ impl Config {
         }
     }
 
-    /// Secret and certificate files must be readable now, not at the first reconnect.
+    /// Input, history, secret and certificate files must be readable now, not at the first reconnect; the
+    /// librdkafka properties must be ones librdkafka accepts.
     fn check_files(&self, name: &str, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: name.to_owned(),
+            line: key_line(text, key),
+            message,
+        };
+        if let Some(file) = &self.file {
+            let path = &file.get_ref().path;
+            if path.as_os_str() != "-"
+                && let Err(error) = std::fs::File::open(path)
+            {
+                return Err(invalid("path", format!("{}: {error}", path.display())));
+            }
+        }
+        for path in &self.bootstrap.files {
+            if let Err(error) = std::fs::File::open(path) {
+                return Err(invalid("files", format!("bootstrap file {}: {error}", path.display())));
+            }
+        }
         let Some(kafka) = &self.kafka else { return Ok(()) };
         let k = kafka.get_ref();
         let mut files: Vec<(&str, &Path)> = Vec::new();
@@ -428,10 +470,21 @@ impl Config {
         }
         for (key, path) in files {
             if let Err(error) = std::fs::File::open(path) {
+                return Err(invalid(key, format!("{key} {}: {error}", path.display())));
+            }
+        }
+        let base = k.client_properties().map_err(|e| invalid("password_file", e.to_string()))?;
+        for (table, extra) in [("consumer_options", &k.consumer_options), ("producer_options", &k.producer_options)] {
+            let mut cc = rdkafka::ClientConfig::new();
+            for (key, value) in base.iter().map(|(a, b)| (a, b)).chain(extra.iter()) {
+                cc.set(key, value);
+            }
+            if let Err(error) = cc.create_native_config() {
+                let line = line_of(text, kafka.span().start);
                 return Err(ConfigError::Invalid {
                     path: name.to_owned(),
-                    line: key_line(text, key),
-                    message: format!("{key} {}: {error}", path.display()),
+                    line,
+                    message: format!("[kafka] with [kafka.{table}]: librdkafka refuses it: {error}"),
                 });
             }
         }
@@ -470,6 +523,10 @@ fn managed_property(key: &str) -> bool {
             | "group.id"
             | "bootstrap.servers"
             | "isolation.level"
+            | "auto.offset.reset"
+            | "acks"
+            | "transactional.id"
+            | "message.timeout.ms"
             | "partition.assignment.strategy"
     )
 }

@@ -127,14 +127,15 @@ fn a_followed_file_killed_and_rotated_gives_the_alerts_of_replay_once() {
     let size = lines.len().div_ceil(chunks);
     for (c, chunk) in lines.chunks(size).enumerate() {
         if c == 6 {
-            // Rotation: the file is renamed away (all of it read) and a new one started.
-            wait_for("the daemon to read the file", || {
-                std::fs::read_to_string(&log).unwrap_or_default().contains("reading events")
-            });
-            std::thread::sleep(Duration::from_millis(300));
+            // Rotation: lines are appended and at once the file is renamed away and a new one started, so
+            // the daemon finds the rename with lines of the old file still unread.
+            let (old, new) = chunk.split_at(chunk.len() / 2);
+            append(&input, old);
             std::fs::rename(&input, dir.path().join("events.jsonl.1")).unwrap();
+            append(&input, new);
+        } else {
+            append(&input, chunk);
         }
-        append(&input, chunk);
         std::thread::sleep(Duration::from_millis(150 + 250 * (c as u64 % 4)));
         if c % 3 == 1 {
             child.kill().unwrap();
@@ -261,6 +262,19 @@ fn check_config_accepts_the_shipped_files_and_names_file_and_line_of_an_error() 
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml:9:") && err.contains("missing.secret"), "{err}");
+
+    // What librdkafka would refuse at start is refused now; output topics cannot be input topics.
+    let kafka = "[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]\nalert_topic = \"a\"\n";
+    for (extra, want) in [
+        ("[kafka.consumer_options]\n\"fetch.wait.max.msx\" = \"5\"\n", "librdkafka refuses it"),
+        ("dead_letter_topic = \"t\"\n", "bad.toml:5: dead_letter_topic `t` is also an input topic"),
+    ] {
+        std::fs::write(&bad, format!("{kafka}{extra}")).unwrap();
+        let o = check_config(&bad);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    }
 
     // The rules the config names are checked too.
     let rules = dir.path().join("rules");

@@ -54,11 +54,16 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     tracing::info!(path = %name, follow = source.follow, restored, "reading events");
     let mut chores = Chores::new(config.checkpoint.interval());
     let mut ended = false;
+    let stdin_eof = tail.stdin_eof.clone();
     while !handle.stopping() && !ended {
         if let Some(new) = handle.take_reload() {
             task.set_rules(new)?;
             Stats::add(&stats.reloads_ok, 1);
             tracing::info!("rules reloaded");
+            // The new rules and the re-evaluation they start are checkpointed at once: a crash must not
+            // replay the reload at another instant.
+            checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
+            chores.checkpointed();
         }
         let wall = wall_now();
         task.tick(wall, stats);
@@ -66,7 +71,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
         while handled < LINES_PER_TURN {
             let (number, line) = match tail.next_line().map_err(|error| io_error(&name, error))? {
                 Some(line) => line,
-                None if !source.follow => match tail.rest() {
+                None if !source.follow && input_ended(&stdin_eof) => match tail.rest() {
                     Some(line) => {
                         ended = true;
                         line
@@ -110,9 +115,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
         }
         if handled == 0 && !ended {
             std::thread::sleep(Duration::from_millis(source.poll_ms));
-            if tail.reopen_if_replaced().map_err(|error| io_error(&name, error))? {
-                tracing::info!(path = %name, "file replaced or truncated; reading the new one from its start");
-            }
+            tail.notice_replacement().map_err(|error| io_error(&name, error))?;
         }
     }
     if ended {
@@ -139,6 +142,11 @@ fn checkpoint(
     task.meta.alerts_mark = alerts.sync()?;
     task.checkpoint(stats)?;
     Ok(())
+}
+
+/// Whether the input has ended when no line is there: a file at each end; stdin once closed (`eof`).
+fn input_ended(eof: &Option<Arc<std::sync::atomic::AtomicBool>>) -> bool {
+    eof.as_ref().is_none_or(|eof| eof.load(std::sync::atomic::Ordering::Acquire))
 }
 
 /// Loads a history file through the event clock before the live source starts (`[bootstrap]`).
@@ -260,6 +268,12 @@ struct Tail {
     skipping: bool,
     /// Bytes of that line dropped so far (added to `offset` when it ends).
     skipped: u64,
+    /// The path names another file (or this one shrank): read this one to its end, then switch.
+    switch_pending: bool,
+    /// This one is read to its end: switch at the next call.
+    switch_now: bool,
+    /// Stdin: set when it is closed (before that, no data is not the end).
+    stdin_eof: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Tail {
@@ -269,7 +283,10 @@ impl Tail {
             if meta.next_offset > 0 {
                 tracing::warn!("stdin has no position to resume at: reading it from its start (ids seen count once)");
             }
-            return Ok(Tail::new(path, Box::new(io::stdin()), None, 0, 0));
+            let (reader, eof) = StdinReader::spawn(Duration::from_millis(200));
+            let mut tail = Tail::new(path, Box::new(reader), None, 0, 0);
+            tail.stdin_eof = Some(eof);
+            return Ok(tail);
         }
         let file = File::open(path).map_err(|error| io_error(&name, error))?;
         let md = file.metadata().map_err(|error| io_error(&name, error))?;
@@ -302,12 +319,18 @@ impl Tail {
             start: 0,
             skipping: false,
             skipped: 0,
+            switch_pending: false,
+            switch_now: false,
+            stdin_eof: None,
         }
     }
 
     /// The next whole line with its number, or `None` if none is complete yet.
     fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
         loop {
+            if self.switch_now {
+                self.switch()?;
+            }
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let (from, to) = (self.start, self.start + i);
                 self.start = to + 1;
@@ -337,7 +360,14 @@ impl Tail {
             };
             self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
             if n? == 0 {
-                return Ok(None);
+                if !self.switch_pending {
+                    return Ok(None);
+                }
+                // The replaced file is read to its end; a last line without a newline ends with it.
+                self.switch_now = true;
+                if self.start < self.buf.len() || self.skipping {
+                    return Ok(self.rest());
+                }
             }
         }
     }
@@ -356,23 +386,92 @@ impl Tail {
         Some((self.lines, Line::Text(&self.buf[from..])))
     }
 
-    /// `tail -F`: if the path now names another file, or the file shrank below what was read, reads the new
-    /// content from its start. True if it did.
-    fn reopen_if_replaced(&mut self) -> io::Result<bool> {
-        let Some(id) = self.id else { return Ok(false) };
+    /// `tail -F`: notices that the path now names another file, or that the file shrank below what was read.
+    /// The open file is then read to its end (lines appended before the rename are not lost) before the new
+    /// one is read from its start.
+    fn notice_replacement(&mut self) -> io::Result<()> {
+        let Some(id) = self.id else { return Ok(()) };
+        if self.switch_pending {
+            return Ok(());
+        }
         let md = match std::fs::metadata(&self.path) {
             Ok(md) => md,
             // Between a rename and the new file's creation: look again later.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         let consumed = self.offset + self.skipped + (self.buf.len() - self.start) as u64;
-        if (md.dev(), md.ino()) == id && md.len() >= consumed {
-            return Ok(false);
+        if (md.dev(), md.ino()) != id || md.len() < consumed {
+            self.switch_pending = true;
         }
+        Ok(())
+    }
+
+    /// Opens the file the path names now, from its start.
+    fn switch(&mut self) -> io::Result<()> {
         let file = File::open(&self.path)?;
         let md = file.metadata()?;
+        tracing::info!(path = %self.path.display(), "file replaced or truncated; reading the new one from its start");
         *self = Tail::new(&self.path.clone(), Box::new(file), Some((md.dev(), md.ino())), 0, 0);
-        Ok(true)
+        Ok(())
+    }
+}
+
+/// Stdin read on its own thread, so that the daemon's loop never blocks on it (signals, timers, checkpoints
+/// and watchdog pings go on while no line comes). `read` returns 0 when nothing arrived within `wait`.
+struct StdinReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Set once the reading thread is gone and every chunk it sent was taken: the true end of stdin.
+    eof: Arc<std::sync::atomic::AtomicBool>,
+    wait: Duration,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl StdinReader {
+    fn spawn(wait: Duration) -> (StdinReader, Arc<std::sync::atomic::AtomicBool>) {
+        let eof = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Bounded: when the daemon falls behind, the thread waits and stdin's writer is held back.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        std::thread::spawn(move || {
+            let mut stdin = io::stdin().lock();
+            loop {
+                let mut chunk = vec![0u8; 64 * 1024];
+                match stdin.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        if tx.send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        tracing::error!(%error, "reading stdin");
+                        break;
+                    }
+                }
+            }
+        });
+        (StdinReader { rx, eof: eof.clone(), wait, pending: Vec::new(), at: 0 }, eof)
+    }
+}
+
+impl Read for StdinReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.pending.len() {
+            match self.rx.recv_timeout(self.wait) {
+                Ok(chunk) => (self.pending, self.at) = (chunk, 0),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(0),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.eof.store(true, std::sync::atomic::Ordering::Release);
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.pending.len() - self.at);
+        out[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }

@@ -74,6 +74,7 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         alert_partitions,
         handle: handle.clone(),
         fatal: Mutex::new(None),
+        poisoned: std::sync::atomic::AtomicBool::new(false),
     };
     let mut cc = client_config(&base);
     cc.set("group.id", &kafka.group_id)
@@ -97,13 +98,21 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                 return Err(fatal);
             }
             if let Some(new) = handle.take_reload() {
-                let mut parts = consumer.context().lock();
-                for task in parts.tasks.values_mut() {
-                    task.set_rules(new.clone())?;
+                {
+                    let mut parts = consumer.context().lock();
+                    for (p, task) in parts.tasks.iter_mut() {
+                        task.set_rules(new.clone())?;
+                        // The re-evaluation happens at the next flush; flush it now so the checkpoint below
+                        // holds its outcome (a crash must not replay the reload at another instant).
+                        consumer.context().produce_alerts(*p, task)?;
+                    }
+                    parts.rules = new;
                 }
-                parts.rules = new;
                 Stats::add(&stats.reloads_ok, 1);
                 tracing::info!("rules reloaded");
+                if let Some(tpl) = consumer.context().checkpoint_all(None)? {
+                    commit(&consumer, &tpl);
+                }
             }
             let mut wait = Duration::from_millis(kafka.poll_ms);
             for _ in 0..MESSAGES_PER_TURN {
@@ -147,7 +156,12 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
             tracing::info!(status = %stats.status_line(), "stopped");
             Ok(())
         }
-        Err(error) => Err(error),
+        Err(error) => {
+            // Output may be missing after the last checkpoint: no checkpoint or commit may follow (the revocation
+            // when the consumer is dropped included); a restart resumes from the last good one.
+            consumer.context().poison();
+            Err(error)
+        }
     }
 }
 
@@ -231,11 +245,24 @@ fn end_of(producer: &Producer_, topic: &str, q: i32) -> Result<u64, DaemonError>
 }
 
 /// Produces a task's pending alerts to alert partition `q`.
-fn produce_alerts(producer: &Producer_, topic: &str, q: i32, task: &mut Task) -> Result<(), DaemonError> {
+/// Produces a task's pending alerts to alert partition `q`, each with a header naming its input partition `p`.
+fn produce_alerts(producer: &Producer_, topic: &str, q: i32, p: i32, task: &mut Task) -> Result<(), DaemonError> {
+    let p_text = p.to_string();
     for out in task.take_output() {
-        send(producer, BaseRecord::to(topic).partition(q).key(&out.entity_id).payload(&out.json))?;
+        let headers = OwnedHeaders::new().insert(Header { key: INPUT_PARTITION, value: Some(&p_text) });
+        send(producer, BaseRecord::to(topic).partition(q).key(&out.entity_id).payload(&out.json).headers(headers))?;
     }
     Ok(())
+}
+
+/// Header of alert records: the input (state) partition that raised the alert.
+const INPUT_PARTITION: &str = "input_partition";
+
+/// The input partition named in an alert record's header.
+fn input_partition(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<i32> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers.iter().find(|h| h.key == INPUT_PARTITION).and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
 }
 
 /// Loads history (`[bootstrap]`, `run --bootstrap`) into fresh state partitions before consuming, each
@@ -251,8 +278,17 @@ fn bootstrap(
     stats: &Stats,
 ) -> Result<(), DaemonError> {
     let root = config.state_dir().join("kafka");
-    let existing = std::fs::read_dir(&root).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
-    if existing > 0 {
+    // Checkpoints, not directories: a bootstrap that died before its checkpoints left directories only.
+    let existing = std::fs::read_dir(&root)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_dir(e.path()).ok())
+                .flatten()
+                .filter_map(Result::ok)
+                .any(|f| f.path().extension().is_some_and(|x| x == "ckpt"))
+        })
+        .unwrap_or(false);
+    if existing {
         tracing::info!(dir = %root.display(), "checkpoints exist: history is not loaded again");
         return Ok(());
     }
@@ -283,7 +319,7 @@ fn bootstrap(
             let Ok(event) = decode(bytes) else { continue };
             let p = kafka.partitioner.partition(event.entity.to_string().as_bytes(), n) as usize;
             tasks[p].history(event, stats);
-            produce_alerts(producer, &kafka.alert_topic, q_of(p), &mut tasks[p])?;
+            produce_alerts(producer, &kafka.alert_topic, q_of(p), p as i32, &mut tasks[p])?;
             loaded += 1;
         }
         tracing::info!(path = %name, events = loaded, partitions = n, "history loaded");
@@ -291,6 +327,7 @@ fn bootstrap(
     producer.flush(Duration::from_secs(300)).map_err(kafka_error)?;
     for (p, task) in tasks.iter_mut().enumerate() {
         task.meta.alerts_mark = end_of(producer, &kafka.alert_topic, q_of(p))?;
+        task.meta.alert_partitions = alert_partitions as u32;
         task.checkpoint(stats)?;
     }
     Ok(())
@@ -336,6 +373,8 @@ struct Ctx {
     handle: Handle,
     /// An error met inside a callback, for the loop to stop on.
     fatal: Mutex<Option<DaemonError>>,
+    /// Set on an error after which the state may be ahead of the output: nothing is checkpointed any more.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for Ctx {}
@@ -349,6 +388,21 @@ impl ConsumerContext for Ctx {
                     self.set_fatal(error);
                 }
             }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if self.poisoned() || consumer.assignment_lost() => {
+                // Either our output may be incomplete, or the group already gave the partitions to another
+                // instance: checkpointing now could overwrite its newer state. Drop them as they are.
+                let mut parts = self.lock();
+                for e in tpl.elements() {
+                    parts.tasks.remove(&e.partition());
+                }
+                tracing::warn!(
+                    partitions = tpl.count(),
+                    "partitions dropped without a checkpoint (lost or after an error)"
+                );
+                if let Err(error) = consumer.unassign() {
+                    tracing::warn!(%error, "unassign failed");
+                }
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 match self.checkpoint_all(Some(tpl)) {
                     Ok(Some(done)) => {
@@ -356,7 +410,10 @@ impl ConsumerContext for Ctx {
                             tracing::warn!(%error, "offset commit at revocation failed (the checkpoint holds it)");
                         }
                     }
-                    Ok(None) => {}
+                    Ok(None) => self.set_fatal(DaemonError::Kafka(
+                        "partitions revoked while output was not acknowledged: stopping without handing over a checkpoint"
+                            .into(),
+                    )),
                     Err(error) => self.set_fatal(error),
                 }
                 let mut parts = self.lock();
@@ -379,8 +436,17 @@ impl Ctx {
         self.parts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
     fn set_fatal(&self, error: DaemonError) {
         tracing::error!(%error, "stopping: error in a rebalance");
+        self.poison();
         if let Ok(mut f) = self.fatal.lock() {
             f.get_or_insert(error);
         }
@@ -406,8 +472,20 @@ impl Ctx {
                 let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
                 let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
                 let q = self.alert_partition(p);
-                if restored {
-                    let ids = self.produced_since(q, task.meta.alerts_mark)?;
+                let n = self.alert_partitions as u32;
+                if restored && task.meta.alert_partitions != 0 && task.meta.alert_partitions != n {
+                    return Err(DaemonError::Kafka(format!(
+                        "the alert topic had {} partitions when partition {p} was checkpointed and has {n} now: its \
+                         output mark no longer applies (restore the partition count, or start this state afresh)",
+                        task.meta.alert_partitions
+                    )));
+                }
+                task.meta.alert_partitions = n;
+                if restored && self.clock.mode == crate::config::ClockMode::Wall {
+                    // Re-read input is evaluated at a new `now`: its alerts get new ids, so there is nothing to
+                    // match (with the wall clock the alert output is at least once).
+                } else if restored {
+                    let ids = self.produced_since(q, p, task.meta.alerts_mark)?;
                     if !ids.is_empty() {
                         tracing::info!(
                             partition = p,
@@ -437,15 +515,19 @@ impl Ctx {
         end_of(&self.producer, &self.kafka.alert_topic, q)
     }
 
-    /// The `alert_id`s in alert partition `q` from `mark` to its end.
-    fn produced_since(&self, q: i32, mark: u64) -> Result<Vec<String>, DaemonError> {
-        let end = self.end_of(q)?;
+    /// The `alert_id`s of input partition `p`'s alerts in alert partition `q`, from `mark` to its end.
+    fn produced_since(&self, q: i32, p: i32, mark: u64) -> Result<Vec<String>, DaemonError> {
+        let (low, high) =
+            self.producer.client().fetch_watermarks(&self.kafka.alert_topic, q, BROKER_TIMEOUT).map_err(kafka_error)?;
+        let (end, mark) = (high.max(0) as u64, mark.max(low.max(0) as u64));
         let mut ids = Vec::new();
         if end <= mark {
             return Ok(ids);
         }
         let mut cc = client_config(&self.base);
-        cc.set("group.id", format!("{}-readback", self.kafka.group_id)).set("enable.auto.commit", "false");
+        cc.set("group.id", format!("{}-readback", self.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest");
         let reader: BaseConsumer = cc.create().map_err(kafka_error)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.kafka.alert_topic, q, Offset::Offset(mark as i64)).map_err(kafka_error)?;
@@ -459,6 +541,9 @@ impl Ctx {
             match reader.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     next = m.offset() as u64 + 1;
+                    if input_partition(&m) != Some(p) {
+                        continue; // another input partition's alert (alert partitions are shared `p mod n`)
+                    }
                     #[derive(serde::Deserialize)]
                     struct Id {
                         alert_id: String,
@@ -506,7 +591,7 @@ impl Ctx {
 
     /// Produces the task's pending alerts to its alert partition.
     fn produce_alerts(&self, p: i32, task: &mut Task) -> Result<(), DaemonError> {
-        produce_alerts(&self.producer, &self.kafka.alert_topic, self.alert_partition(p), task)
+        produce_alerts(&self.producer, &self.kafka.alert_topic, self.alert_partition(p), p, task)
     }
 
     fn dead_letter(
@@ -527,7 +612,12 @@ impl Ctx {
         if let Some(key) = m.key() {
             record = record.key(key);
         }
-        self.send(record)
+        // Dead letters are at least once and best effort: one that cannot be produced (too large for the
+        // producer, say) is logged with its origin, and the stream goes on.
+        if let Err(error) = self.send(record) {
+            tracing::error!(%error, %origin, reason = reason.as_str(), "bad message could not be dead-lettered");
+        }
+        Ok(())
     }
 
     fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
@@ -541,11 +631,17 @@ impl Ctx {
     /// Checkpoints the tasks (all, or those in `only`) after making their output durable. The positions to
     /// commit, or `None` if the brokers did not answer in time (the checkpoint is then tried again later).
     fn checkpoint_all(&self, only: Option<&TopicPartitionList>) -> Result<Option<TopicPartitionList>, DaemonError> {
-        if let Err(error) = self.producer.flush(BROKER_TIMEOUT) {
+        if self.poisoned() {
+            return Ok(None);
+        }
+        // Before a revocation the partitions must not be handed over with output in flight: wait longer.
+        let wait = if only.is_some() { 6 * BROKER_TIMEOUT } else { BROKER_TIMEOUT };
+        if let Err(error) = self.producer.flush(wait) {
             tracing::warn!(%error, "output not yet acknowledged; checkpoint postponed");
             return Ok(None);
         }
-        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+        // Sticky: once a message is lost, no later checkpoint may claim the output before it.
+        let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
             return Err(DaemonError::Kafka(format!(
                 "{failed} messages could not be delivered; restarting from the last checkpoint"
@@ -570,6 +666,7 @@ impl Ctx {
                 },
             };
             task.meta.alerts_mark = mark;
+            task.meta.alert_partitions = self.alert_partitions as u32;
             task.checkpoint(self.handle.stats())?;
             for (topic, next) in &task.meta.offsets {
                 done.add_partition_offset(topic, *p, Offset::Offset(*next as i64)).map_err(kafka_error)?;

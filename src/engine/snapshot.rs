@@ -73,10 +73,20 @@ impl Engine {
             return Err(SnapshotError::Corrupt("not an engine snapshot"));
         }
         let now = r.i64()?;
+        if now != Ts::MIN && !time_ok(now) {
+            return Err(corrupt("clock out of range"));
+        }
         let n_rules = r.u32()? as usize;
-        let mut old_rules = Vec::with_capacity(n_rules.min(r.0.len()));
+        if n_rules > super::MAX_ACTIVE_RULES {
+            return Err(corrupt("more active rules than an engine evaluates"));
+        }
+        let mut old_rules: Vec<(String, String)> = Vec::with_capacity(n_rules);
         for _ in 0..n_rules {
-            old_rules.push((r.str()?.to_owned(), r.str()?.to_owned()));
+            let (id, version) = (r.str()?.to_owned(), r.str()?.to_owned());
+            if old_rules.iter().any(|(old, _)| *old == id) {
+                return Err(corrupt("rule repeated"));
+            }
+            old_rules.push((id, version));
         }
         let secret: [u8; SECRET_BYTES] = r.take(SECRET_BYTES)?.try_into().map_err(|_| corrupt("secret"))?;
         let n_hashes = r.count(8)?;
@@ -95,6 +105,14 @@ impl Engine {
             let key = std::str::from_utf8(r.take(18)?).ok().and_then(EntityKey::parse).ok_or(corrupt("entity key"))?;
             let levels = r.u64()?;
             let due = r.i64()?;
+            // Three bits per rule, each a level of at most 4 (inspect), and only for the rules listed.
+            let valid = (0..n_rules).all(|slot| super::state::level(levels, slot) <= 4);
+            if !valid || (n_rules < 21 && levels >> (3 * n_rules) != 0) {
+                return Err(corrupt("levels"));
+            }
+            if due != Ts::MAX && !time_ok(due) {
+                return Err(corrupt("timer out of range"));
+            }
             let touched = r.take(1)?[0] != 0;
             let n_recs = r.count(12)?;
             let mut entity = Entity::new(key);
@@ -107,6 +125,9 @@ impl Engine {
                 };
                 let at = r.i64()?;
                 let id = CompactString::from(r.str()?);
+                if !time_ok(at) {
+                    return Err(corrupt("event time out of range"));
+                }
                 if kind == Kind::Profile || (kind == Kind::Classification) != class.is_some() {
                     return Err(corrupt("event"));
                 }
@@ -133,6 +154,14 @@ impl Engine {
         engine.adopt_levels(&old_rules);
         Ok(engine)
     }
+}
+
+/// Whether `t` is an instant events can have (years 0000-9999 with any offset, and the windows around them).
+fn time_ok(t: Ts) -> bool {
+    // 0000-01-01 minus a day and 9999-12-31 plus a day, with room for timers up to two windows of 100 years ahead.
+    const MIN: Ts = -62_167_305_600;
+    const MAX: Ts = 253_402_387_200 + 2 * 36_500 * 86_400;
+    (MIN..=MAX).contains(&t)
 }
 
 fn corrupt(what: &'static str) -> SnapshotError {
