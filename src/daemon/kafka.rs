@@ -100,16 +100,15 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
             if let Some(new) = handle.take_reload() {
                 {
                     let mut parts = consumer.context().lock();
-                    for (p, task) in parts.tasks.iter_mut() {
+                    for task in parts.tasks.values_mut() {
                         task.set_rules(new.clone())?;
-                        // The re-evaluation happens at the next flush; flush it now so the checkpoint below
-                        // holds its outcome (a crash must not replay the reload at another instant).
-                        consumer.context().produce_alerts(*p, task)?;
                     }
                     parts.rules = new;
                 }
                 Stats::add(&stats.reloads_ok, 1);
                 tracing::info!("rules reloaded");
+                // The re-evaluation under the new rules is now part of each partition's pending batch; the
+                // checkpoint holds it with the new rules, so a crash cannot replay the reload at another instant.
                 if let Some(tpl) = consumer.context().checkpoint_all(None)? {
                     commit(&consumer, &tpl);
                 }
@@ -146,11 +145,15 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         }
         Ok(())
     })();
+    // The last checkpoint and commit; then leaving the group revokes the partitions (nothing left to do).
+    let result = result.and_then(|()| consumer.context().checkpoint_all(None));
     match result {
-        Ok(()) => {
-            // The last checkpoint and commit; then leaving the group revokes the partitions (nothing left to do).
-            if let Some(tpl) = consumer.context().checkpoint_all(None)? {
-                commit(&consumer, &tpl);
+        Ok(last) => {
+            match last {
+                Some(tpl) => commit(&consumer, &tpl),
+                None => tracing::warn!(
+                    "output not acknowledged at shutdown: the restart resumes from the previous checkpoint"
+                ),
             }
             consumer.unsubscribe();
             tracing::info!(status = %stats.status_line(), "stopped");
@@ -333,6 +336,24 @@ fn bootstrap(
     Ok(())
 }
 
+/// A partition with no checkpoint whose group offsets are past the start: the state directory is not the one
+/// the group's previous owner used (not shared between instances, or lost). The partition is read from the
+/// beginning all the same (state needs the whole retained input); the operator is told.
+fn warn_if_group_moved_on(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList, p: i32) {
+    let mut mine = TopicPartitionList::new();
+    for e in tpl.elements().iter().filter(|e| e.partition() == p) {
+        mine.add_partition(e.topic(), p);
+    }
+    let Ok(committed) = consumer.committed_offsets(mine, BROKER_TIMEOUT) else { return };
+    if committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0)) {
+        tracing::warn!(
+            partition = p,
+            "no checkpoint for this partition, but the group has committed offsets for it: is state_dir shared \
+             by all instances? Reading it from the beginning (alerts already produced may be produced again)"
+        );
+    }
+}
+
 /// Delivery reports of the producer.
 #[derive(Default)]
 pub struct Delivery {
@@ -383,7 +404,7 @@ impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let result = self.assign(tpl).and_then(|start| consumer.assign(&start).map_err(kafka_error));
+                let result = self.assign(consumer, tpl).and_then(|start| consumer.assign(&start).map_err(kafka_error));
                 if let Err(error) = result {
                     self.set_fatal(error);
                 }
@@ -462,7 +483,11 @@ impl Ctx {
     }
 
     /// Restores (or creates) the tasks of newly assigned partitions; the positions to start from.
-    fn assign(&self, tpl: &TopicPartitionList) -> Result<TopicPartitionList, DaemonError> {
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        tpl: &TopicPartitionList,
+    ) -> Result<TopicPartitionList, DaemonError> {
         let mut start = TopicPartitionList::new();
         let mut parts = self.lock();
         let rules = parts.rules.clone();
@@ -495,6 +520,7 @@ impl Ctx {
                     }
                     task.suppress(ids);
                 } else {
+                    warn_if_group_moved_on(consumer, tpl, p);
                     // A first checkpoint at once, so that a crash before the next one still knows the mark.
                     task.meta.alerts_mark = self.end_of(q)?;
                     task.checkpoint(self.handle.stats())?;
