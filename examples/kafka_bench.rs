@@ -218,7 +218,9 @@ fn plain_loop(bootstrap: &str, n: u64, round: u64) -> f64 {
     n as f64 / start.unwrap().elapsed().as_secs_f64()
 }
 
-fn config(dir: &std::path::Path, bootstrap: &str, group: &str, alerts: &str, linger: &str) -> Config {
+/// The daemon's configuration; `linger` and `fetch_wait` are the producer's `linger.ms` and the consumer's
+/// `fetch.wait.max.ms`.
+fn config(dir: &std::path::Path, bootstrap: &str, group: &str, alerts: &str, linger: &str, fetch_wait: &str) -> Config {
     let text = format!(
         r#"rules = "{rules}"
 state_dir = "{state}"
@@ -235,9 +237,7 @@ poll_ms = 10
 [kafka.producer_options]
 "linger.ms" = "{linger}"
 [kafka.consumer_options]
-# The mock cluster answers a fetch only after fetch.wait.max.ms (500 by default) when a partition has no
-# new data; a real broker answers as soon as fetch.min.bytes (1) are there.
-"fetch.wait.max.ms" = "5"
+"fetch.wait.max.ms" = "{fetch_wait}"
 "#,
         rules = concat!(env!("CARGO_MANIFEST_DIR"), "/alert-rules"),
         state = dir.join("state").display(),
@@ -264,7 +264,8 @@ fn daemon_run(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap: &s
     let dir = tempfile::tempdir().unwrap();
     let alerts = format!("alerts-{round}");
     mock.create_topic(&alerts, PARTITIONS, 1).unwrap();
-    let (handle, thread) = start(config(dir.path(), bootstrap, &format!("daemon-{round}"), &alerts, "5"));
+    // librdkafka's defaults for fetching, like the plain loop.
+    let (handle, thread) = start(config(dir.path(), bootstrap, &format!("daemon-{round}"), &alerts, "5", "500"));
     let stats = handle.stats();
     while stats.lines.load(Ordering::Relaxed) == 0 {
         std::thread::sleep(Duration::from_micros(200));
@@ -289,7 +290,9 @@ fn latency(mock: &MockCluster<'static, DefaultProducerContext>, bootstrap: &str,
     let events: Vec<credit_sentinel::event::Event> =
         lines.iter().map(|l| credit_sentinel::event::decode(l).unwrap()).collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), bootstrap, "paced", "alerts-paced", "0");
+    // The mock cluster answers a fetch only after fetch.wait.max.ms (500 by default) when a partition has no
+    // new data; a real broker answers as soon as fetch.min.bytes (1) are there. Both latency figures use 5 ms.
+    let mut cfg = config(dir.path(), bootstrap, "paced", "alerts-paced", "0", "5");
     if let Some(k) = cfg.kafka.as_mut() {
         k.get_mut().topics = vec!["events-paced".into()];
     }
