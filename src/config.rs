@@ -429,7 +429,7 @@ impl Config {
         }
     }
 
-    /// Input, history, secret and certificate files must be readable now, not at the first reconnect; the
+    /// Input, secret and certificate files must be readable now, not at the first reconnect; the
     /// librdkafka properties must be ones librdkafka accepts.
     fn check_files(&self, name: &str, text: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
@@ -445,11 +445,8 @@ impl Config {
                 return Err(invalid("path", format!("{}: {error}", path.display())));
             }
         }
-        for path in &self.bootstrap.files {
-            if let Err(error) = std::fs::File::open(path) {
-                return Err(invalid("files", format!("bootstrap file {}: {error}", path.display())));
-            }
-        }
+        // Bootstrap files are not required here: once history is loaded they may be archived, and a restart
+        // must not fail for it. A load that needs a missing file fails then, naming it.
         let Some(kafka) = &self.kafka else { return Ok(()) };
         let k = kafka.get_ref();
         let mut files: Vec<(&str, &Path)> = Vec::new();

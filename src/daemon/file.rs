@@ -23,6 +23,9 @@ use crate::rules::RuleSet;
 use super::task::Task;
 use super::{Chores, DaemonError, Handle, Stats, wall_now};
 
+/// How long a renamed file must have stopped growing before the new one is read.
+const ROTATION_GRACE: Duration = Duration::from_secs(1);
+
 /// Lines handled per turn of the loop between looks at the clock and the handle.
 const LINES_PER_TURN: usize = 4096;
 
@@ -272,6 +275,8 @@ struct Tail {
     switch_pending: bool,
     /// This one is read to its end: switch at the next call.
     switch_now: bool,
+    /// When a read last returned data (a replaced file is switched from once it stopped growing).
+    last_data: std::time::Instant,
     /// Stdin: set when it is closed (before that, no data is not the end).
     stdin_eof: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -321,6 +326,7 @@ impl Tail {
             skipped: 0,
             switch_pending: false,
             switch_now: false,
+            last_data: std::time::Instant::now(),
             stdin_eof: None,
         }
     }
@@ -328,8 +334,8 @@ impl Tail {
     /// The next whole line with its number, or `None` if none is complete yet.
     fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
         loop {
-            if self.switch_now {
-                self.switch()?;
+            if self.switch_now && !self.switch()? {
+                return Ok(None); // the new file is not there yet
             }
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let (from, to) = (self.start, self.start + i);
@@ -359,8 +365,13 @@ impl Tail {
                 }
             };
             self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            if n.as_ref().is_ok_and(|&n| n > 0) {
+                self.last_data = std::time::Instant::now();
+            }
             if n? == 0 {
-                if !self.switch_pending {
+                // A renamed file may still be written by a writer that has not reopened yet: it is read until
+                // it stopped growing for a while, and only then is its last, unterminated line taken as whole.
+                if !self.switch_pending || self.last_data.elapsed() < ROTATION_GRACE {
                     return Ok(None);
                 }
                 // The replaced file is read to its end; a last line without a newline ends with it.
@@ -401,19 +412,27 @@ impl Tail {
             Err(e) => return Err(e),
         };
         let consumed = self.offset + self.skipped + (self.buf.len() - self.start) as u64;
-        if (md.dev(), md.ino()) != id || md.len() < consumed {
+        if (md.dev(), md.ino()) != id {
             self.switch_pending = true;
+        } else if md.len() < consumed {
+            // Truncated in place (copytruncate): what is left to read is new content, from its start; a
+            // partial line buffered from before is dropped.
+            self.switch_now = true;
         }
         Ok(())
     }
 
-    /// Opens the file the path names now, from its start.
-    fn switch(&mut self) -> io::Result<()> {
-        let file = File::open(&self.path)?;
+    /// Opens the file the path names now, from its start; false if there is none yet.
+    fn switch(&mut self) -> io::Result<bool> {
+        let file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let md = file.metadata()?;
         tracing::info!(path = %self.path.display(), "file replaced or truncated; reading the new one from its start");
         *self = Tail::new(&self.path.clone(), Box::new(file), Some((md.dev(), md.ino())), 0, 0);
-        Ok(())
+        Ok(true)
     }
 }
 

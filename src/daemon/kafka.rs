@@ -145,8 +145,10 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         }
         Ok(())
     })();
+    // A fatal error met in a callback also stopped the loop: it is the outcome.
+    let fatal = || consumer.context().take_fatal().map_or(Ok(()), Err);
     // The last checkpoint and commit; then leaving the group revokes the partitions (nothing left to do).
-    let result = result.and_then(|()| consumer.context().checkpoint_all(None));
+    let result = result.and_then(|()| fatal()).and_then(|()| consumer.context().checkpoint_all(None));
     match result {
         Ok(last) => {
             match last {
@@ -156,6 +158,10 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                 ),
             }
             consumer.unsubscribe();
+            if let Err(error) = fatal() {
+                consumer.context().poison();
+                return Err(error);
+            }
             tracing::info!(status = %stats.status_line(), "stopped");
             Ok(())
         }
@@ -197,7 +203,8 @@ fn producer(kafka: &KafkaConfig, base: &[(String, String)]) -> Result<Producer_,
     for (k, v) in &kafka.producer_options {
         cc.set(k, v);
     }
-    cc.create_with_context(Delivery::default()).map_err(kafka_error)
+    cc.create_with_context(Delivery { alert_topic: kafka.alert_topic.clone(), failed: AtomicU64::new(0) })
+        .map_err(kafka_error)
 }
 
 /// The partition count of `topic`, waiting for the brokers if needed.
@@ -281,7 +288,22 @@ fn bootstrap(
     stats: &Stats,
 ) -> Result<(), DaemonError> {
     let root = config.state_dir().join("kafka");
-    // Checkpoints, not directories: a bootstrap that died before its checkpoints left directories only.
+    if root.join(BOOTSTRAP_DONE).exists() {
+        tracing::info!(dir = %root.display(), "history was loaded before: not loaded again");
+        return Ok(());
+    }
+    let started = root.join(BOOTSTRAP_STARTED);
+    if started.exists() {
+        // A load died before completing; no input was consumed after it (loading precedes consuming), so its
+        // partial state is dropped and the load redone. Its alerts already produced are produced again.
+        tracing::warn!(dir = %root.display(), "an earlier history load did not complete: loading it again");
+        for entry in std::fs::read_dir(&root).into_iter().flatten().filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with("partition-") {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|error| DaemonError::Io { context: entry.path().display().to_string(), error })?;
+            }
+        }
+    }
     let existing = std::fs::read_dir(&root)
         .map(|d| {
             d.filter_map(Result::ok)
@@ -292,9 +314,14 @@ fn bootstrap(
         })
         .unwrap_or(false);
     if existing {
-        tracing::info!(dir = %root.display(), "checkpoints exist: history is not loaded again");
+        // Live state without a completed history load (a crash half-way, or history added later): loading it
+        // under that state would count events twice. An empty state_dir/kafka loads it afresh.
+        tracing::warn!(dir = %root.display(), "checkpoints exist but no completed history load: history not loaded");
         return Ok(());
     }
+    std::fs::create_dir_all(&root)
+        .and_then(|()| std::fs::write(&started, b""))
+        .map_err(|error| DaemonError::Io { context: started.display().to_string(), error })?;
     let n = partitions_of(producer, &kafka.topics[0])?;
     for topic in &kafka.topics[1..] {
         let m = partitions_of(producer, topic)?;
@@ -328,13 +355,27 @@ fn bootstrap(
         tracing::info!(path = %name, events = loaded, partitions = n, "history loaded");
     }
     producer.flush(Duration::from_secs(300)).map_err(kafka_error)?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(DaemonError::Kafka(format!(
+            "{failed} history alerts could not be delivered; nothing checkpointed"
+        )));
+    }
     for (p, task) in tasks.iter_mut().enumerate() {
         task.meta.alerts_mark = end_of(producer, &kafka.alert_topic, q_of(p))?;
         task.meta.alert_partitions = alert_partitions as u32;
         task.checkpoint(stats)?;
     }
+    // Written last: a bootstrap that died half-way (some partitions checkpointed) is redone from the start.
+    let done = root.join(BOOTSTRAP_DONE);
+    std::fs::write(&done, b"").map_err(|error| DaemonError::Io { context: done.display().to_string(), error })?;
     Ok(())
 }
+
+/// Marks, in `state_dir/kafka`, a history load that completed...
+const BOOTSTRAP_DONE: &str = "bootstrap.done";
+/// ...and one that started.
+const BOOTSTRAP_STARTED: &str = "bootstrap.started";
 
 /// A partition with no checkpoint whose group offsets are past the start: the state directory is not the one
 /// the group's previous owner used (not shared between instances, or lost). The partition is read from the
@@ -355,8 +396,9 @@ fn warn_if_group_moved_on(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList
 }
 
 /// Delivery reports of the producer.
-#[derive(Default)]
 pub struct Delivery {
+    /// The alert topic: only its failures make output incomplete (dead letters are best effort).
+    alert_topic: String,
     failed: AtomicU64,
 }
 
@@ -367,8 +409,12 @@ impl ProducerContext for Delivery {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(%error, topic = message.topic(), "message not delivered");
+            if message.topic() == self.alert_topic {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, topic = message.topic(), "alert not delivered");
+            } else {
+                tracing::error!(%error, topic = message.topic(), "dead letter not delivered (best effort)");
+            }
         }
     }
 }
@@ -422,6 +468,12 @@ impl ConsumerContext for Ctx {
                 );
                 if let Err(error) = consumer.unassign() {
                     tracing::warn!(%error, "unassign failed");
+                }
+                // Alerts still queued would land after the next owner read the alert topic back: drop them
+                // and stop (the restart resumes from the last checkpoint).
+                self.producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+                if !self.poisoned() {
+                    self.set_fatal(DaemonError::Kafka("partition assignment lost (session timed out)".into()));
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
