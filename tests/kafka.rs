@@ -541,3 +541,36 @@ fn history_loaded_with_bootstrap_then_live_input_equals_replay_of_both() {
     thread.join().unwrap().unwrap();
     assert_same(&alerts_in_topic(&bootstrap), &want);
 }
+
+#[test]
+fn an_alert_that_cannot_be_delivered_stops_the_daemon_and_the_restart_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = stream(61, 10_000);
+    let config = write_config(dir.path(), &bootstrap, "");
+    let (want, _) = expected(&lines);
+    produce(&bootstrap, &lines, 0..lines.len());
+
+    // Every produce request is now refused for good: alerts cannot be delivered.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 500]);
+    let (_handle, thread) = start_in_process(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !thread.is_finished() {
+        assert!(Instant::now() < deadline, "the daemon stops on an undeliverable alert");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let error = thread.join().unwrap().expect_err("it stops with an error (exit status 1)");
+    let error = error.to_string();
+    assert!(error.contains("authorization") || error.contains("not be delivered"), "{error}");
+
+    // The broker accepts again: the restart resumes from a checkpoint that claims no undelivered alert.
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let (handle, thread) = start_in_process(&config);
+    let got = wait_for_alerts(&bootstrap, want.len(), Duration::from_secs(60));
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+    assert_same(&got, &want);
+}
