@@ -17,20 +17,14 @@ import json
 import re
 import sys
 
+# The calendar arithmetic of the reference implementation (same folder).
+from ref_replay import days_from_civil
+
 FIELDS = ("entity_id", "rule", "action", "previous_action", "at", "value",
           "threshold", "class", "evidence")
 
 AT_RE = re.compile(r"([+-]?[0-9]{4,})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
                    r"(?:\.[0-9]+)?(?:([Zz])|([+-])([0-9]{2}):?([0-9]{2}))")
-
-
-def days_from_civil(y, m, d):
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    mp = (m + 9) % 12
-    doy = (153 * mp + 2) // 5 + d - 1
-    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 def instant(s):
