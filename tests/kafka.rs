@@ -190,7 +190,7 @@ fn wait_for_alerts(bootstrap: &str, n: usize, limit: Duration) -> Vec<String> {
     }
 }
 
-fn write_config(dir: &Path, bootstrap: &str, extra_consumer: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, bootstrap: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     let text = format!(
         r#"
@@ -214,7 +214,6 @@ poll_ms = 50
 [kafka.consumer_options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
-{extra_consumer}
 "#,
         rules = default_rules_dir().display(),
         state = dir.join("state").display(),
@@ -255,7 +254,7 @@ fn the_alert_topic_equals_replay_and_bad_messages_are_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let lines = stream(11, 20_000);
     let half = lines.len() / 2;
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
 
     // First half, then a graceful stop; the second half to a restarted daemon.
     produce(&bootstrap, &lines, 0..half);
@@ -329,7 +328,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
     let lines = Arc::new(stream(23, 60_000));
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let (want, _) = expected(&lines);
 
     // The stream arrives in chunks while the daemon is killed (SIGKILL: no checkpoint, no commit) at random
@@ -373,7 +372,7 @@ fn three_instances_share_the_partitions_through_a_kill_and_a_join() {
     let bootstrap = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let lines = Arc::new(stream(31, 40_000));
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let (want, _) = expected(&lines);
     let log = |name: &str| dir.path().join(format!("{name}.log"));
     let assigned = |names: &[&str]| -> usize {
@@ -424,7 +423,7 @@ fn broker_outages_request_errors_and_a_slow_broker_are_waited_out() {
     let bootstrap = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let lines = stream(41, 20_000);
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let (want, _) = expected(&lines);
     let third = lines.len() / 3;
 
@@ -458,7 +457,7 @@ fn an_entitys_events_from_several_topics_meet_in_one_state_partition() {
     mock.create_topic("events-court", PARTITIONS, 3).unwrap();
     let bootstrap = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace(r#"topics = ["events"]"#, r#"topics = ["events", "events-court"]"#);
@@ -519,7 +518,7 @@ fn history_loaded_with_bootstrap_then_live_input_equals_replay_of_both() {
     let half = lines.len() / 2;
     let history = dir.path().join("history.jsonl");
     std::fs::write(&history, lines[..half].join(&b'\n')).unwrap();
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let text = std::fs::read_to_string(&config).unwrap();
     // `[bootstrap]` must come before the [kafka] tables.
     let text = text.replacen("[clock]", &format!("[bootstrap]\nfiles = [\"{}\"]\n\n[clock]", history.display()), 1);
@@ -550,7 +549,7 @@ fn an_alert_that_cannot_be_delivered_stops_the_daemon_and_the_restart_loses_noth
     let bootstrap = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let lines = stream(61, 10_000);
-    let config = write_config(dir.path(), &bootstrap, "");
+    let config = write_config(dir.path(), &bootstrap);
     let (want, _) = expected(&lines);
     produce(&bootstrap, &lines, 0..lines.len());
 

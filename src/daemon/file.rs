@@ -154,23 +154,10 @@ fn input_ended(eof: &Option<Arc<std::sync::atomic::AtomicBool>>) -> bool {
 
 /// Loads a history file through the event clock before the live source starts (`[bootstrap]`).
 fn bootstrap(task: &mut Task, path: &Path, alerts: &mut AlertFile, stats: &Stats) -> Result<(), DaemonError> {
-    let input = crate::replay::Input::open(&path.display().to_string())
-        .map_err(|error| io_error(&path.display().to_string(), error))?;
-    let mut lines = crate::lines::Lines::new(input.reader);
-    let mut n = 0u64;
-    while let Some(line) = lines.next_line().map_err(|error| io_error(&input.name, error))? {
-        if let Line::Text(bytes) = line
-            && let Ok(event) = decode(bytes)
-        {
-            task.history(event, stats);
-            n += 1;
-        }
-        if n.is_multiple_of(LINES_PER_TURN as u64) {
-            alerts.write(task)?;
-        }
-    }
-    alerts.write(task)?;
-    tracing::info!(path = %path.display(), events = n, "history loaded");
+    super::read_history(path, |event| {
+        task.history(event, stats);
+        alerts.write(task)
+    })?;
     Ok(())
 }
 
@@ -210,6 +197,9 @@ impl AlertFile {
     }
 
     fn write(&mut self, task: &mut Task) -> Result<(), DaemonError> {
+        if !task.has_output() {
+            return Ok(()); // called after every event of a history load: nothing to lock or flush
+        }
         match self {
             AlertFile::File { path, w, len } => {
                 for out in task.take_output() {

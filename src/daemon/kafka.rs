@@ -339,20 +339,11 @@ fn bootstrap(
     }
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
-        let name = path.display().to_string();
-        let input =
-            crate::replay::Input::open(&name).map_err(|error| DaemonError::Io { context: name.clone(), error })?;
-        let mut lines = crate::lines::Lines::new(input.reader);
-        let mut loaded = 0u64;
-        while let Some(line) = lines.next_line().map_err(|error| DaemonError::Io { context: name.clone(), error })? {
-            let crate::lines::Line::Text(bytes) = line else { continue };
-            let Ok(event) = decode(bytes) else { continue };
+        super::read_history(path, |event| {
             let p = kafka.partitioner.partition(event.entity.to_string().as_bytes(), n) as usize;
             tasks[p].history(event, stats);
-            produce_alerts(producer, &kafka.alert_topic, q_of(p), p as i32, &mut tasks[p])?;
-            loaded += 1;
-        }
-        tracing::info!(path = %name, events = loaded, partitions = n, "history loaded");
+            produce_alerts(producer, &kafka.alert_topic, q_of(p), p as i32, &mut tasks[p])
+        })?;
     }
     producer.flush(Duration::from_secs(300)).map_err(kafka_error)?;
     let failed = producer.context().failed.load(Ordering::Relaxed);
@@ -692,18 +683,10 @@ impl Ctx {
         }
         // Dead letters are at least once and best effort: one that cannot be produced (too large for the
         // producer, say) is logged with its origin, and the stream goes on.
-        if let Err(error) = self.send(record) {
+        if let Err(error) = send(&self.producer, record) {
             tracing::error!(%error, %origin, reason = reason.as_str(), "bad message could not be dead-lettered");
         }
         Ok(())
-    }
-
-    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), DaemonError>
-    where
-        K: rdkafka::message::ToBytes + ?Sized,
-        P: rdkafka::message::ToBytes + ?Sized,
-    {
-        send(&self.producer, record)
     }
 
     /// Checkpoints the tasks (all, or those in `only`) after making their output durable. The positions to

@@ -203,6 +203,30 @@ pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Re
     }
 }
 
+/// Reads a JSON Lines history file (`[bootstrap]`) and hands each valid event to `each`, in file order. Bad
+/// lines are skipped: history is the bureau's own export, already checked when it was first consumed. Logs and
+/// returns the number of events.
+fn read_history(
+    path: &std::path::Path,
+    mut each: impl FnMut(crate::event::Event) -> Result<(), DaemonError>,
+) -> Result<u64, DaemonError> {
+    let name = path.display().to_string();
+    let io = |error| DaemonError::Io { context: name.clone(), error };
+    let input = crate::replay::Input::open(&name).map_err(io)?;
+    let mut lines = crate::lines::Lines::new(input.reader);
+    let mut events = 0u64;
+    while let Some(line) = lines.next_line().map_err(io)? {
+        if let crate::lines::Line::Text(bytes) = line
+            && let Ok(event) = crate::event::decode(bytes)
+        {
+            each(event)?;
+            events += 1;
+        }
+    }
+    tracing::info!(path = %name, events, "history loaded");
+    Ok(events)
+}
+
 /// Wall-clock Unix seconds.
 pub fn wall_now() -> Ts {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as Ts)
