@@ -213,7 +213,7 @@ impl Layout {
             };
             for (j, &kind) in kinds.iter().enumerate() {
                 let id = CompactString::from(format!("bench-{i}-{j}"));
-                events.push(Event { id, entity, kind, at, class: None });
+                events.push(Event { id, entity, kind, at, class: None, profile: None });
             }
         }
         events
@@ -242,7 +242,10 @@ fn timers(c: &mut Criterion) {
         for (i, &entity) in keys.iter().enumerate() {
             for j in 0..2 {
                 let id = CompactString::from(format!("again-{i}-{j}"));
-                engine.offer(Event { id, entity, kind: Kind::Penalty, at: far + 1, class: None }, &mut |_| {});
+                engine.offer(
+                    Event { id, entity, kind: Kind::Penalty, at: far + 1, class: None, profile: None },
+                    &mut |_| {},
+                );
             }
         }
         engine.flush(&mut |a| again += u64::from(is_penalty_alert(&rules, &a)));

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::engine::Alert;
+use crate::engine::{Alert, Fall};
 use crate::rules::{Action, RuleSet, RuleState};
 use crate::time::format_rfc3339;
 
@@ -61,7 +61,7 @@ impl<'a> AlertRecord<'a> {
                 .iter()
                 .map(|w| WindowRecord { from: format_rfc3339(w.from), to: format_rfc3339(w.to), count: w.count })
                 .collect(),
-            evidence: alert.evidence.iter().map(|s| s.as_str()).collect(),
+            evidence: alert.evidence.iter().map(|e| e.id.as_str()).collect(),
             shadow: rule.state == RuleState::Shadow,
         }
     }
@@ -71,4 +71,33 @@ impl<'a> AlertRecord<'a> {
 pub fn alert_id(entity_id: &str, rule: &str, at: i64, action: Action) -> String {
     let key = format!("{entity_id}\u{1f}{rule}\u{1f}{at}\u{1f}{action}");
     format!("{:032x}", xxh3_128(key.as_bytes()))
+}
+
+/// A level that fell, as printed by `replay --falls`: never an alert, only what lets notifications say
+/// "resolved".
+#[derive(Debug, Serialize)]
+pub struct FallRecord<'a> {
+    pub entity_id: String,
+    pub rule: &'a str,
+    /// The level before.
+    pub from: Action,
+    /// The level now, or null when no action applies any more.
+    pub to: Option<Action>,
+    pub at: String,
+    pub value: i64,
+    pub class: Option<&'static str>,
+}
+
+impl<'a> FallRecord<'a> {
+    pub fn new(fall: &Fall, rules: &'a RuleSet) -> FallRecord<'a> {
+        FallRecord {
+            entity_id: fall.entity.to_string(),
+            rule: &rules.all[fall.rule].id,
+            from: fall.from,
+            to: fall.to,
+            at: format_rfc3339(fall.at),
+            value: fall.value,
+            class: fall.class.map(|c| c.as_str()),
+        }
+    }
 }

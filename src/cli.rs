@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::alert::AlertRecord;
+use crate::alert::{AlertRecord, FallRecord};
 use crate::engine::Engine;
 use crate::event::Rejection;
-use crate::replay::{Input, replay};
+use crate::replay::{Input, Signal, replay_all};
 use crate::rules::{Action, Measure, RuleSet, load_dir};
 use crate::time::{Ts, parse_rfc3339};
 
@@ -39,6 +39,10 @@ enum Command {
         /// Write every rejected line's location and reason to this file (`file:line: reason: text`).
         #[arg(long)]
         rejects: Option<PathBuf>,
+        /// Also write every level fall (never an alert: what "resolved" notices are made of) to this file,
+        /// as JSON Lines.
+        #[arg(long)]
+        falls: Option<PathBuf>,
         /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
         #[arg(long)]
         parse_only: bool,
@@ -95,8 +99,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay { parse_only: true, files, .. } => cmd_parse_only(&files),
-        Command::Replay { rules, until, quiet, rejects, files, .. } => {
-            cmd_replay(&rules, until.as_deref(), quiet, rejects.as_deref(), &files)
+        Command::Replay { rules, until, quiet, rejects, falls, files, .. } => {
+            cmd_replay(&rules, until.as_deref(), quiet, rejects.as_deref(), falls.as_deref(), &files)
         }
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
@@ -139,36 +143,54 @@ fn cmd_replay(
     until: Option<&str>,
     quiet: bool,
     rejects: Option<&Path>,
+    falls: Option<&Path>,
     files: &[String],
 ) -> anyhow::Result<bool> {
     let rules = load_rules(rules)?;
     let until = parse_until(until)?;
     let inputs = open_inputs(files)?;
-    let mut reject_file = match rejects {
-        Some(path) => Some(io::BufWriter::new(
+    let create = |path: &Path| -> anyhow::Result<io::BufWriter<std::fs::File>> {
+        Ok(io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?,
-        )),
-        None => None,
+        ))
     };
+    let mut reject_file = rejects.map(create).transpose()?;
+    let mut fall_file = falls.map(create).transpose()?;
+    let mut fall_error: Option<io::Error> = None;
     let mut reject_error: Option<io::Error> = None;
     let mut engine = Engine::new(rules)?;
+    if fall_file.is_some() {
+        engine.report_falls();
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut write_error: Option<io::Error> = None;
     let mut printed = 0u64;
     let stderr = io::stderr();
-    let summary = replay(
-        &mut engine,
+    let summary = replay_all(
+        std::slice::from_mut(&mut engine),
         inputs,
         until,
-        &mut |engine, alert| {
-            if write_error.is_none() {
+        &mut |_, engine, signal| match signal {
+            Signal::Alert(alert) if write_error.is_none() => {
                 let record = AlertRecord::new(alert, engine.rules());
                 let written = serde_json::to_writer(&mut out, &record)
                     .map_err(io::Error::from)
                     .and_then(|()| out.write_all(b"\n"));
                 write_error = written.err();
             }
+            Signal::Fall(fall) => {
+                if let Some(file) = &mut fall_file
+                    && fall_error.is_none()
+                {
+                    let record = FallRecord::new(fall, engine.rules());
+                    let written = serde_json::to_writer(&mut *file, &record)
+                        .map_err(io::Error::from)
+                        .and_then(|()| file.write_all(b"\n"));
+                    fall_error = written.err();
+                }
+            }
+            Signal::Alert(_) => {}
         },
         &mut |rejection: &Rejection| {
             if let Some(file) = &mut reject_file
@@ -194,6 +216,12 @@ fn cmd_replay(
     }
     if let Some(mut file) = reject_file {
         file.flush().context("writing rejects")?;
+    }
+    if let Some(e) = fall_error {
+        return Err(e).context("writing falls");
+    }
+    if let Some(mut file) = fall_file {
+        file.flush().context("writing falls")?;
     }
     match out.flush() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::cli::{load_rules, open_inputs, print_all};
 use crate::engine::Engine;
-use crate::replay::{Input, replay_all};
+use crate::replay::{Input, Signal, replay_all};
 use crate::rules::Action;
 use crate::time::{Ts, format_rfc3339};
 
@@ -21,8 +21,10 @@ fn alerts(old: &Path, new: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyh
         &mut engines,
         inputs,
         until,
-        &mut |e, engine, a| {
-            out[e].insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
+        &mut |e, engine, signal| {
+            if let Signal::Alert(a) = signal {
+                out[e].insert((a.at, a.entity.to_string(), engine.rules().all[a.rule].id.clone()), a.action);
+            }
         },
         &mut |_| {},
     )?;

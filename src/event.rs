@@ -113,6 +113,37 @@ pub struct Event {
     pub at: Ts,
     /// `data.class` of a `classification` event.
     pub class: Option<Class>,
+    /// The master data of a `profile` event (`None` for other kinds).
+    pub profile: Option<Box<ProfileData>>,
+}
+
+/// Longest profile field kept, in characters; a longer value is cut there (profiles are not validated:
+/// SPEC lists no bad-input case for them, so a long name is kept, shortened, rather than refused).
+pub const MAX_PROFILE_FIELD_CHARS: usize = 200;
+
+/// `data` of a `profile` event: each field as given when it is a string, else `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileData {
+    pub name: Option<CompactString>,
+    /// 6-digit administrative division code.
+    pub region: Option<CompactString>,
+    pub industry: Option<CompactString>,
+    /// `food`, `drug`, `special_equipment` or `general` (other values are kept as given).
+    pub domain: Option<CompactString>,
+    /// The unit responsible for the entity.
+    pub authority: Option<CompactString>,
+}
+
+impl ProfileData {
+    fn field(v: &Val<'_>) -> Option<CompactString> {
+        match v {
+            Val::Str(s) => Some(match s.char_indices().nth(MAX_PROFILE_FIELD_CHARS) {
+                Some((cut, _)) => CompactString::from(&s[..cut]),
+                None => CompactString::from(s.as_ref()),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Why a line is bad input. The names (`as_str`) are stable: they appear in summaries and metrics.
@@ -247,8 +278,33 @@ struct RawEvent<'a> {
     occurred_at: Val<'a>,
     source: Val<'a>,
     data: Val<'a>,
-    /// `data.class`, when `data` is an object.
+    /// Members of `data` the schema reads, when `data` is an object.
+    fields: DataFields<'a>,
+}
+
+/// The members of `data` that some kind reads.
+#[derive(Default)]
+struct DataFields<'a> {
     class: Val<'a>,
+    name: Val<'a>,
+    region: Val<'a>,
+    industry: Val<'a>,
+    domain: Val<'a>,
+    authority: Val<'a>,
+}
+
+impl<'a> DataFields<'a> {
+    fn slot(&mut self, key: &str) -> Option<&mut Val<'a>> {
+        match key {
+            "class" => Some(&mut self.class),
+            "name" => Some(&mut self.name),
+            "region" => Some(&mut self.region),
+            "industry" => Some(&mut self.industry),
+            "domain" => Some(&mut self.domain),
+            "authority" => Some(&mut self.authority),
+            _ => None,
+        }
+    }
 }
 
 impl RawEvent<'_> {
@@ -276,12 +332,22 @@ impl RawEvent<'_> {
         let kind = Kind::parse(kind).ok_or(Reason::UnknownKind)?;
         let entity = EntityKey::parse(entity).ok_or(Reason::BadCreditCode)?;
         let at = parse_rfc3339(at).map_err(|_| Reason::BadTime)?;
-        let class = match (kind, &self.class) {
+        let class = match (kind, &self.fields.class) {
             (Kind::Classification, Val::Str(c)) => Some(Class::parse(c).ok_or(Reason::BadClass)?),
             (Kind::Classification, _) => return Err(Reason::BadClass),
             _ => None,
         };
-        Ok(Event { id: CompactString::from(id), entity, kind, at, class })
+        let profile = (kind == Kind::Profile).then(|| {
+            let f = &self.fields;
+            Box::new(ProfileData {
+                name: ProfileData::field(&f.name),
+                region: ProfileData::field(&f.region),
+                industry: ProfileData::field(&f.industry),
+                domain: ProfileData::field(&f.domain),
+                authority: ProfileData::field(&f.authority),
+            })
+        });
+        Ok(Event { id: CompactString::from(id), entity, kind, at, class, profile })
     }
 }
 
@@ -333,64 +399,65 @@ impl<'de> Visitor<'de> for KeySeed {
 }
 
 /// Walks any JSON value, flags repeated keys in every object, and returns its [`Val`] shape.
-/// With `class_of_data`, an object's `class` member is returned as well.
+/// With `of_data`, the object's members the schema reads ([`DataFields`]) are returned as well.
 struct WalkSeed<'c> {
     repeated: &'c Cell<bool>,
-    class_of_data: bool,
+    of_data: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for WalkSeed<'_> {
-    type Value = (Val<'de>, Val<'de>);
+    type Value = (Val<'de>, DataFields<'de>);
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for WalkSeed<'_> {
-    type Value = (Val<'de>, Val<'de>);
+    type Value = (Val<'de>, DataFields<'de>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((Val::Null, Val::Missing))
+        Ok((Val::Null, DataFields::default()))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((Val::Other, Val::Missing))
+        Ok((Val::Other, DataFields::default()))
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((Val::Other, Val::Missing))
+        Ok((Val::Other, DataFields::default()))
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((Val::Other, Val::Missing))
+        Ok((Val::Other, DataFields::default()))
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((Val::Other, Val::Missing))
+        Ok((Val::Other, DataFields::default()))
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok((Val::Str(Cow::Borrowed(v)), Val::Missing))
+        Ok((Val::Str(Cow::Borrowed(v)), DataFields::default()))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((Val::Str(Cow::Owned(v.to_owned())), Val::Missing))
+        Ok((Val::Str(Cow::Owned(v.to_owned())), DataFields::default()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let inner = WalkSeed { repeated: self.repeated, class_of_data: false };
+        let inner = WalkSeed { repeated: self.repeated, of_data: false };
         while seq.next_element_seed(WalkSeed { ..inner })?.is_some() {}
-        Ok((Val::Other, Val::Missing))
+        Ok((Val::Other, DataFields::default()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut keys = KeySet::default();
-        let mut class = Val::Missing;
+        let mut fields = DataFields::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let is_class = self.class_of_data && key == "class";
+            let (value, _) = map.next_value_seed(WalkSeed { repeated: self.repeated, of_data: false })?;
+            if self.of_data
+                && let Some(slot) = fields.slot(&key)
+            {
+                *slot = value;
+            }
             if !keys.insert(key) {
                 self.repeated.set(true);
             }
-            let (value, _) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: false })?;
-            if is_class {
-                class = value;
-            }
         }
-        Ok((Val::Object, class))
+        Ok((Val::Object, fields))
     }
 }
 
@@ -430,7 +497,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         Ok(None)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        WalkSeed { repeated: self.repeated, class_of_data: false }.visit_seq(seq)?;
+        WalkSeed { repeated: self.repeated, of_data: false }.visit_seq(seq)?;
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -449,12 +516,12 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                 _ => (0, None),
             };
             let is_data = bit == 32;
-            let (value, class) = map.next_value_seed(WalkSeed { repeated: self.repeated, class_of_data: is_data })?;
+            let (value, fields) = map.next_value_seed(WalkSeed { repeated: self.repeated, of_data: is_data })?;
             if let Some(slot) = slot {
                 *slot = value;
             }
             if is_data {
-                raw.class = class;
+                raw.fields = fields;
             }
             let repeated = if bit == 0 { !others.insert(key) } else { known & bit != 0 };
             known |= bit;
@@ -480,6 +547,24 @@ mod tests {
         line(&format!(
             r#""event_id":"e1","entity_id":"{CODE}","kind":"{kind}","occurred_at":"2025-03-01T09:30:00+08:00"{extra}"#
         ))
+    }
+
+    #[test]
+    fn keeps_the_master_data_of_a_profile() {
+        let long = "名".repeat(MAX_PROFILE_FIELD_CHARS + 5);
+        let data = format!(
+            r#","data":{{"name":"{long}","region":"360502","industry":"餐饮","domain":"food","authority":7,"x":{{"name":"no"}}}}"#
+        );
+        let p = decode(ok_line("profile", &data).as_bytes()).unwrap().profile.unwrap();
+        assert_eq!(p.name.unwrap().chars().count(), MAX_PROFILE_FIELD_CHARS);
+        assert_eq!(p.region.as_deref(), Some("360502"));
+        assert_eq!(p.industry.as_deref(), Some("餐饮"));
+        assert_eq!(p.domain.as_deref(), Some("food"));
+        assert_eq!(p.authority, None, "not a string");
+        // Other kinds carry no profile, and a repeated key inside data is still bad input.
+        assert_eq!(decode(ok_line("penalty", &data).as_bytes()).unwrap().profile, None);
+        let repeated = r#","data":{"name":"a","name":"b"}"#;
+        assert_eq!(decode(ok_line("profile", repeated).as_bytes()), Err(Reason::RepeatedKey));
     }
 
     #[test]

@@ -162,11 +162,24 @@ pub fn replay(
     on_alert: &mut dyn FnMut(&Engine, &Alert),
     on_reject: &mut dyn FnMut(&Rejection),
 ) -> io::Result<Summary> {
-    replay_all(std::slice::from_mut(engine), inputs, until, &mut |_, engine, alert| on_alert(engine, alert), on_reject)
+    let on_alert = &mut |_, engine: &Engine, signal: Signal<'_>| {
+        if let Signal::Alert(alert) = signal {
+            on_alert(engine, alert)
+        }
+    };
+    replay_all(std::slice::from_mut(engine), inputs, until, on_alert, on_reject)
+}
+
+/// What an engine reports: a level rise (an alert) or, when the engine reports them, a fall.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal<'a> {
+    Alert(&'a Alert),
+    Fall(&'a crate::engine::Fall),
 }
 
 /// [`replay`] through several engines at once (a back-test: the same history under several rule sets),
-/// reading and decoding every line once. `on_alert` gets the index of the engine that raised the alert.
+/// reading and decoding every line once. `on_signal` gets the index of the engine that raised the alert
+/// (and its falls, for an engine that reports them: after the alerts of the same event).
 /// Whether an event is first seen does not depend on rules, so it is decided once, with the first engine's
 /// memory of seen ids; the other engines' memories are left as they were. The summary counts lines and
 /// events once and the alerts of every engine.
@@ -174,7 +187,7 @@ pub fn replay_all(
     engines: &mut [Engine],
     inputs: Vec<Input>,
     until: Option<Ts>,
-    on_alert: &mut dyn FnMut(usize, &Engine, &Alert),
+    on_alert: &mut dyn FnMut(usize, &Engine, Signal<'_>),
     on_reject: &mut dyn FnMut(&Rejection),
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
@@ -259,14 +272,17 @@ pub fn parse_only(inputs: Vec<Input>) -> io::Result<Summary> {
 
 fn drain(
     index: usize,
-    engine: &Engine,
+    engine: &mut Engine,
     pending: &mut Vec<Alert>,
     summary: &mut Summary,
-    on_alert: &mut dyn FnMut(usize, &Engine, &Alert),
+    on_alert: &mut dyn FnMut(usize, &Engine, Signal<'_>),
 ) {
     for alert in pending.drain(..) {
         let rule = &engine.rules().all[alert.rule].id;
         *summary.alerts.entry((rule.clone(), alert.action)).or_default() += 1;
-        on_alert(index, engine, &alert);
+        on_alert(index, engine, Signal::Alert(&alert));
+    }
+    for fall in engine.take_falls() {
+        on_alert(index, engine, Signal::Fall(&fall));
     }
 }

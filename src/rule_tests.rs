@@ -115,7 +115,7 @@ impl Seen {
             value: alert.value,
             threshold: alert.threshold,
             class: alert.class.map_or("none", |c| c.as_str()).to_owned(),
-            evidence: alert.evidence.iter().map(|s| s.to_string()).collect(),
+            evidence: alert.evidence.iter().map(|e| e.id.to_string()).collect(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! with arrivals.
 
 mod dedup;
+mod profiles;
 mod snapshot;
 mod state;
 mod timers;
@@ -30,6 +31,8 @@ use crate::rules::{Action, Measure, RuleSet};
 use crate::time::Ts;
 
 pub use dedup::Dedup;
+pub use profiles::Profile;
+use profiles::Profiles;
 pub use snapshot::SnapshotError;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
@@ -59,8 +62,32 @@ pub struct Alert {
     pub class: Option<Class>,
     /// The current window, then (surge rules) the one before it.
     pub windows: Vec<Window>,
-    /// Ids of the rule's events in its windows, by occurred_at; within one second by kind, then arrival.
-    pub evidence: Vec<CompactString>,
+    /// The rule's events in its windows, by occurred_at; within one second by kind, then arrival.
+    pub evidence: Vec<Evidence>,
+}
+
+/// One event behind an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub id: CompactString,
+    pub kind: Kind,
+    pub at: Ts,
+}
+
+/// A level that fell: never an alert (SPEC), reported only when asked for ([`Engine::report_falls`]) so that
+/// notifications can say a level is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fall {
+    pub entity: EntityKey,
+    /// Index of the rule in `RuleSet::all`.
+    pub rule: usize,
+    /// The level before.
+    pub from: Action,
+    /// The level now (`None`: no action applies any more).
+    pub to: Option<Action>,
+    pub at: Ts,
+    pub value: i64,
+    pub class: Option<Class>,
 }
 
 /// What became of an offered event.
@@ -93,6 +120,10 @@ pub struct Engine {
     touched: Vec<u32>,
     /// Scratch list of entities to evaluate at one instant.
     batch: Vec<u32>,
+    /// Falls not yet taken, when reported.
+    falls: Option<Vec<Fall>>,
+    /// The latest master data of each entity.
+    profiles: Profiles,
 }
 
 impl Engine {
@@ -112,7 +143,30 @@ impl Engine {
             now: None,
             touched: Vec::new(),
             batch: Vec::new(),
+            falls: None,
+            profiles: Profiles::default(),
         })
+    }
+
+    /// From now on, level falls are kept for [`Engine::take_falls`].
+    pub fn report_falls(&mut self) {
+        self.falls.get_or_insert_with(Vec::new);
+    }
+
+    /// The falls since the last call, in order (empty unless [`Engine::report_falls`] was called).
+    pub fn take_falls(&mut self) -> Vec<Fall> {
+        self.falls.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The master data of `entity`: from its latest `profile` event by `occurred_at` (the later read wins
+    /// a tie), whatever the clock.
+    pub fn profile(&self, entity: &EntityKey) -> Option<Profile> {
+        self.profiles.get(entity)
+    }
+
+    /// Entities with a profile.
+    pub fn profiles(&self) -> usize {
+        self.profiles.len()
     }
 
     /// The rule set alerts refer to.
@@ -188,7 +242,11 @@ impl Engine {
 
     fn store(&mut self, event: Event) -> Offer {
         let late = self.now.is_some_and(|now| event.at < now);
-        if event.kind == Kind::Profile || !self.plan.keeps(event.kind) {
+        if event.kind == Kind::Profile {
+            self.profiles.offer(&event);
+            return Offer::Accepted { late };
+        }
+        if !self.plan.keeps(event.kind) {
             return Offer::Accepted { late };
         }
         let next = self.entities.len() as u32;
@@ -289,6 +347,10 @@ impl Engine {
                 && let Some(action) = Action::from_level(now)
             {
                 sink(alert(key, &runs, rule_idx, rules, action, before, at, value, class));
+            } else if now < before
+                && let (Some(falls), Some(from)) = (&mut self.falls, Action::from_level(before))
+            {
+                falls.push(Fall { entity: key, rule: rule_idx, from, to: Action::from_level(now), at, value, class });
             }
             levels = state::with_level(levels, slot, now);
         }
@@ -353,6 +415,7 @@ impl Engine {
             + recs
             + self.timers.bytes()
             + self.dedup.bytes()
+            + self.profiles.bytes()
     }
 }
 

@@ -1,6 +1,6 @@
 //! The engine's state as bytes, for checkpoints: the clock, the active rules' ids (levels are stored per
-//! rule), the dedup memory (secret and hashes), and per entity its key, levels, timer, pending-batch flag and
-//! stored events.
+//! rule), the dedup memory (secret and hashes), per entity its key, levels, timer, pending-batch flag and
+//! stored events, then the profiles (the symbol table, and per entity its key, time, name and symbols).
 //!
 //! The reader trusts nothing: every length is checked against the bytes left, every key, kind and class is
 //! validated, and events are re-inserted through the normal path, so a damaged snapshot is refused with a
@@ -20,7 +20,7 @@ use crate::event::{Class, Kind};
 use crate::rules::RuleSet;
 use crate::time::Ts;
 
-const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x01";
+const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x02";
 
 /// Why a snapshot cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,21 @@ impl Engine {
                 w.write_all(&[r.kind as u8, r.class.map_or(0, |c| c as u8 + 1)])?;
                 w.write_all(&r.at().to_le_bytes())?;
                 write_str(w, &r.id)?;
+            }
+        }
+        let profiles = &self.profiles;
+        w.write_all(&(profiles.symbols.len() as u64).to_le_bytes())?;
+        for s in &profiles.symbols {
+            write_str(w, s)?;
+        }
+        w.write_all(&(profiles.map.len() as u64).to_le_bytes())?;
+        for (key, p) in &profiles.map {
+            w.write_all(key.to_string().as_bytes())?;
+            w.write_all(&p.at.to_le_bytes())?;
+            w.write_all(&[u8::from(p.name.is_some())])?;
+            write_str(w, p.name.as_deref().unwrap_or_default())?;
+            for f in p.fields {
+                w.write_all(&f.to_le_bytes())?;
             }
         }
         Ok(())
@@ -146,6 +161,42 @@ impl Engine {
             if touched {
                 engine.entities[idx as usize].touched = true;
                 engine.touched.push(idx);
+            }
+        }
+        let n_symbols = r.count(2)?;
+        if n_symbols > super::profiles::MAX_SYMBOLS {
+            return Err(corrupt("too many profile symbols"));
+        }
+        for _ in 0..n_symbols {
+            if !engine.profiles.push_symbol(r.str()?) {
+                return Err(corrupt("profile symbol repeated"));
+            }
+        }
+        let n_profiles = r.count(45)?;
+        engine.profiles.map.reserve(n_profiles);
+        for _ in 0..n_profiles {
+            let key = std::str::from_utf8(r.take(18)?).ok().and_then(EntityKey::parse).ok_or(corrupt("profile key"))?;
+            let at = r.i64()?;
+            let has_name = r.take(1)?[0];
+            let name = r.str()?;
+            let mut fields = [0u32; 4];
+            for f in &mut fields {
+                *f = r.u32()?;
+                if *f as usize > n_symbols {
+                    return Err(corrupt("profile symbol"));
+                }
+            }
+            let name = match has_name {
+                0 if name.is_empty() => None,
+                1 => Some(CompactString::from(name)),
+                _ => return Err(corrupt("profile name")),
+            };
+            if !time_ok(at) {
+                return Err(corrupt("profile time out of range"));
+            }
+            let stored = super::profiles::Stored { at, name, fields };
+            if engine.profiles.map.insert(key, stored).is_some() {
+                return Err(corrupt("profile repeated"));
             }
         }
         if !r.0.is_empty() {

@@ -222,10 +222,10 @@ impl Runs<'_> {
 
     /// Ids of events of `kinds` with `from < occurred_at <= to`, by time; within one second by kind (in the
     /// rule's order), then arrival.
-    pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<CompactString> {
+    pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<super::Evidence> {
         let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
-        recs.into_iter().map(|r| r.id.clone()).collect()
+        recs.into_iter().map(|r| super::Evidence { id: r.id.clone(), kind: r.kind, at: r.at() }).collect()
     }
 
     /// The class in force at `at`: the latest classification with `occurred_at <= at` (the later read wins a tie).
@@ -402,7 +402,7 @@ mod tests {
 
     fn rec(kind: Kind, at: Ts, id: &str) -> Rec {
         let key = EntityKey::parse("91350100M000100Y43").unwrap();
-        Rec::new(&Event { id: id.into(), entity: key, kind, at, class: None })
+        Rec::new(&Event { id: id.into(), entity: key, kind, at, class: None, profile: None })
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn key() -> EntityKey {
 }
 
 fn ev(id: &str, kind: Kind, at: Ts) -> Event {
-    Event { id: id.into(), entity: key(), kind, at, class: None }
+    Event { id: id.into(), entity: key(), kind, at, class: None, profile: None }
 }
 
 /// (instant, rule index, action) of each alert.
@@ -63,7 +63,9 @@ fn live_clock_evaluates_at_flush_and_fires_timers_on_time() {
     assert!(out.is_empty(), "nothing is evaluated before the batch is flushed");
     e.flush(&mut |a| out.push(a));
     assert_eq!(brief(&out), vec![(1000, 0, Action::Remind)]);
-    assert_eq!(out[0].evidence, vec!["a", "b"]);
+    let ids: Vec<&str> = out[0].evidence.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!((out[0].evidence[0].kind, out[0].evidence[0].at), (Kind::NegativeSentiment, 900));
 
     // The first event leaves at 900 + 30 days; a third arriving later raises remind again.
     out.clear();
@@ -176,4 +178,60 @@ fn a_damaged_snapshot_is_refused_never_trusted() {
         // A flipped byte may still read as a valid state (a different time or level); it must never panic.
         let _ = Engine::read_snapshot(rules.clone(), &bad);
     }
+}
+
+#[test]
+fn falls_are_reported_only_when_asked_and_never_as_alerts() {
+    let run = |report: bool| {
+        let mut e = engine();
+        if report {
+            e.report_falls();
+        }
+        let mut out = Vec::new();
+        e.offer(ev("a", Kind::NegativeSentiment, 0), &mut |a| out.push(a));
+        e.offer(ev("b", Kind::NegativeSentiment, 10), &mut |a| out.push(a));
+        e.offer(ev("c", Kind::NegativeSentiment, 20), &mut |a| out.push(a));
+        // "a" leaves at 30 days: warn (3) falls to remind; "b" leaves 10 s later: remind falls to none.
+        e.finish(Some(30 * DAY + 10), &mut |a| out.push(a));
+        (brief(&out), e.take_falls())
+    };
+    let (alerts, falls) = run(true);
+    assert_eq!(alerts, vec![(10, 0, Action::Remind), (20, 0, Action::Warn)]);
+    let brief_falls: Vec<_> = falls.iter().map(|f| (f.at, f.from, f.to, f.value)).collect();
+    assert_eq!(
+        brief_falls,
+        vec![(30 * DAY, Action::Warn, Some(Action::Remind), 2), (30 * DAY + 10, Action::Remind, None, 1)]
+    );
+    let (same_alerts, none) = run(false);
+    assert_eq!(same_alerts, alerts, "reporting falls changes no alert");
+    assert!(none.is_empty());
+}
+
+#[test]
+fn a_profile_is_the_latest_by_time_and_survives_a_snapshot() {
+    let mut e = engine();
+    let profile = |id: &str, at: Ts, name: &str, region: &str| Event {
+        profile: Some(Box::new(crate::event::ProfileData {
+            name: Some(name.into()),
+            region: Some(region.into()),
+            domain: Some("food".into()),
+            ..Default::default()
+        })),
+        ..ev(id, Kind::Profile, at)
+    };
+    e.offer(profile("p1", 100, "甲", "360502"), &mut |_| {});
+    e.offer(profile("p2", 50, "乙", "360100"), &mut |_| {}); // late and older: ignored
+    e.offer(profile("p3", 100, "丙", "360502"), &mut |_| {}); // same second, read later: wins
+    let p = e.profile(&key()).unwrap();
+    assert_eq!(
+        (p.name.as_deref(), p.region.as_deref(), p.domain.as_deref()),
+        (Some("丙"), Some("360502"), Some("food"))
+    );
+    assert_eq!(p.industry, None);
+    assert_eq!(e.entities(), 0, "a profile alone holds no window state");
+    let mut bytes = Vec::new();
+    e.write_snapshot(&mut bytes).unwrap();
+    let back = Engine::read_snapshot(e.rules().clone(), &bytes).unwrap();
+    assert_eq!(back.profile(&key()), Some(p));
+    assert_eq!(back.profiles(), 1);
 }

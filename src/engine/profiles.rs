@@ -1,0 +1,116 @@
+//! Entity master data from `profile` events (name, region, industry, domain, authority), for routing and
+//! e-mail. An entity's profile is its latest `profile` event by `occurred_at` (the later read wins a tie),
+//! like its class. Kept compactly: region, industry, domain and authority repeat across millions of
+//! entities, so each distinct value is stored once and entities hold 32-bit symbols; only the name is per
+//! entity.
+
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use hashbrown::HashMap;
+
+use crate::credit_code::EntityKey;
+use crate::event::Event;
+use crate::time::Ts;
+
+/// Distinct values kept across all symbol fields; a new value beyond this is not stored (the field reads as
+/// absent), so a producer sending ever new industries cannot grow memory without bound.
+pub const MAX_SYMBOLS: usize = 1 << 20;
+
+/// An entity's master data, as handed to routing and templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    /// `occurred_at` of the profile event.
+    pub at: Ts,
+    pub name: Option<CompactString>,
+    pub region: Option<Arc<str>>,
+    pub industry: Option<Arc<str>>,
+    pub domain: Option<Arc<str>>,
+    pub authority: Option<Arc<str>>,
+}
+
+/// One entity's stored profile: 48 bytes.
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    pub at: Ts,
+    pub name: Option<CompactString>,
+    /// Symbols (0: absent) of region, industry, domain, authority.
+    pub fields: [u32; 4],
+}
+
+/// The profiles of all entities.
+#[derive(Debug, Default)]
+pub(super) struct Profiles {
+    pub map: HashMap<EntityKey, Stored>,
+    /// `symbols[i - 1]` is symbol `i`.
+    pub symbols: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Profiles {
+    /// Keeps `event`'s profile if it is the entity's latest by `occurred_at`.
+    pub fn offer(&mut self, event: &Event) {
+        let Some(data) = &event.profile else { return };
+        if self.map.get(&event.entity).is_some_and(|s| s.at > event.at) {
+            return;
+        }
+        let fields = [&data.region, &data.industry, &data.domain, &data.authority].map(|f| self.symbol(f.as_deref()));
+        self.map.insert(event.entity, Stored { at: event.at, name: data.name.clone(), fields });
+    }
+
+    /// The symbol of `value`, added if new and there is room; 0 for none.
+    fn symbol(&mut self, value: Option<&str>) -> u32 {
+        let Some(value) = value else { return 0 };
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        if self.symbols.len() >= MAX_SYMBOLS {
+            return 0;
+        }
+        let value: Arc<str> = Arc::from(value);
+        self.symbols.push(value.clone());
+        let id = self.symbols.len() as u32;
+        self.ids.insert(value, id);
+        id
+    }
+
+    /// Adds a symbol read back from a snapshot; `false` if it repeats one.
+    pub fn push_symbol(&mut self, value: &str) -> bool {
+        let value: Arc<str> = Arc::from(value);
+        self.symbols.push(value.clone());
+        self.ids.insert(value, self.symbols.len() as u32).is_none()
+    }
+
+    pub fn get(&self, entity: &EntityKey) -> Option<Profile> {
+        let s = self.map.get(entity)?;
+        let sym = |i: usize| match s.fields[i] {
+            0 => None,
+            id => self.symbols.get(id as usize - 1).cloned(),
+        };
+        Some(Profile {
+            at: s.at,
+            name: s.name.clone(),
+            region: sym(0),
+            industry: sym(1),
+            domain: sym(2),
+            authority: sym(3),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// A rough count of the bytes held.
+    pub fn bytes(&self) -> usize {
+        let names: usize = self
+            .map
+            .values()
+            .filter_map(|s| s.name.as_ref())
+            .filter(|n| n.is_heap_allocated())
+            .map(|n| n.capacity())
+            .sum();
+        let symbols: usize = self.symbols.iter().map(|s| s.len() + 16 + 40).sum();
+        super::table_bytes(self.map.capacity(), std::mem::size_of::<(EntityKey, Stored)>()) + names + symbols
+    }
+}
