@@ -92,6 +92,28 @@ enum Command {
         /// Configuration file.
         config: PathBuf,
     },
+    /// Show which routes and receivers an alert with the given labels reaches under a configuration.
+    RouteTest {
+        /// Configuration file with a [notify] section.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        labels: crate::notify::cli::AlertLabels,
+    },
+    /// Print a sample e-mail rendered through the templates (the configured ones, or the built-in ones).
+    RenderEmail {
+        /// Configuration file (its templates, time offset, From and first receiver).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A daily digest instead of an alert e-mail.
+        #[arg(long)]
+        digest: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        part: crate::notify::cli::Part,
+    },
+    /// Add, list and expire silences on the running daemon (through its admin socket).
+    #[command(subcommand)]
+    Silence(crate::notify::cli::SilenceCommand),
 }
 
 /// Runs the command line; the exit code is 0 when the command did its job, 1 when it could not.
@@ -110,6 +132,11 @@ pub fn main() -> ExitCode {
         Command::Gen(opts) => crate::generate::run(&opts),
         Command::Run { config, bootstrap } => crate::daemon::service::run(&config, bootstrap),
         Command::CheckConfig { config } => crate::daemon::service::check_config(&config),
+        Command::RouteTest { config, labels } => crate::notify::cli::route_test(&config, &labels),
+        Command::RenderEmail { config, digest, part } => {
+            crate::notify::cli::render_email(config.as_deref(), digest, part)
+        }
+        Command::Silence(cmd) => crate::notify::cli::silence(&cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

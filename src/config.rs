@@ -49,6 +49,12 @@ pub struct Config {
     /// History loaded before going live.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
+    /// E-mail notifications: receivers, routes, SMTP (absent: no notifications).
+    #[serde(default)]
+    pub notify: Option<Spanned<crate::notify::config::NotifyConfig>>,
+    /// `[notify]` checked and resolved (set by [`Config::parse`]).
+    #[serde(skip)]
+    pub notifications: Option<std::sync::Arc<crate::notify::config::Notify>>,
 }
 
 fn default_rules() -> PathBuf {
@@ -320,8 +326,12 @@ impl Config {
     /// Parses and checks the text of a configuration file (`name` is used in messages).
     pub fn parse(name: &str, text: &str) -> Result<Config, ConfigError> {
         let invalid = |line: usize, message: String| ConfigError::Invalid { path: name.to_owned(), line, message };
-        let config: Config = toml::from_str(text)
+        let mut config: Config = toml::from_str(text)
             .map_err(|e| invalid(e.span().map_or(1, |s| line_of(text, s.start)), e.message().to_owned()))?;
+        if let Some(notify) = &config.notify {
+            let checked = notify.get_ref().clone().check(text, None).map_err(|(line, m)| invalid(line, m))?;
+            config.notifications = Some(std::sync::Arc::new(checked));
+        }
         match (&config.file, &config.kafka) {
             (None, None) => return Err(invalid(1, "no source: add a [file] or a [kafka] section".into())),
             (Some(_), Some(k)) => {
@@ -413,6 +423,17 @@ impl Config {
         for f in &mut self.bootstrap.files {
             join(f);
         }
+        if let Some(n) = &mut self.notifications {
+            let c = &mut std::sync::Arc::make_mut(n).config;
+            if let Some(t) = &mut c.templates {
+                join(t);
+            }
+            if let Some(smtp) = &mut c.smtp {
+                for p in [&mut smtp.ca_file, &mut smtp.password_file].into_iter().flatten() {
+                    join(p);
+                }
+            }
+        }
         if let Some(kafka) = &mut self.kafka {
             let k = kafka.get_mut();
             if let Some(sasl) = &mut k.sasl {
@@ -443,6 +464,21 @@ impl Config {
                 && let Err(error) = std::fs::File::open(path)
             {
                 return Err(invalid("path", format!("{}: {error}", path.display())));
+            }
+        }
+        if let Some(n) = &self.notifications {
+            let c = &n.config;
+            if let Err(error) = crate::notify::render::Templates::load(c.templates.as_deref()) {
+                return Err(invalid("templates", error.to_string()));
+            }
+            if let Some(smtp) = &c.smtp {
+                for (key, p) in [("ca_file", &smtp.ca_file), ("password_file", &smtp.password_file)] {
+                    if let Some(p) = p
+                        && let Err(error) = std::fs::File::open(p)
+                    {
+                        return Err(invalid(key, format!("{key} {}: {error}", p.display())));
+                    }
+                }
             }
         }
         // Bootstrap files are not required here: once history is loaded they may be archived, and a restart
@@ -496,6 +532,15 @@ impl Config {
             // `parse` refuses a file with neither.
             (None, None) => unreachable!("a parsed config has a source"),
         }
+    }
+
+    /// Checks that the rules `[notify]` names exist in `rules` (`check-config` and startup).
+    pub fn check_rule_names(&self, rules: &crate::rules::RuleSet) -> Result<(), String> {
+        let Some(n) = &self.notifications else { return Ok(()) };
+        for r in &n.routes {
+            r.matchers.check(Some(rules)).map_err(|e| format!("route at line {}: {e}", r.line))?;
+        }
+        Ok(())
     }
 
     /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY`, else `./state`.

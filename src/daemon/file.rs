@@ -33,7 +33,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     let stats = handle.stats();
     let state_dir = config.state_dir();
     let store = Store::open(state_dir.join("file"), config.checkpoint.keep)?;
-    let (mut task, restored) = Task::open(store, &rules, &config.clock)?;
+    let (mut task, restored) = Task::open(store, &rules, &config.clock, handle.notifier())?;
     let mut alerts = AlertFile::open(source.alerts.as_ref().map(|p| state_dir.join(p)), task.meta.alerts_mark)?;
     let mut rejects = match &source.rejects {
         Some(p) => Some(open_append(&state_dir.join(p))?),
@@ -129,6 +129,10 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
         alerts.write(&mut task)?;
     }
     checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
+    if ended && let Some(notifier) = handle.notifier() {
+        // The whole input is read: what waits in groups goes out now, and the outbox is tried once.
+        notifier.finish()?;
+    }
     tracing::info!(status = %stats.status_line(), "stopped");
     Ok(())
 }

@@ -335,7 +335,7 @@ fn bootstrap(
     let mut tasks = Vec::with_capacity(n as usize);
     for p in 0..n {
         let store = Store::open(root.join(format!("partition-{p}")), config.checkpoint.keep)?;
-        tasks.push(Task::open(store, rules, &config.clock)?.0);
+        tasks.push(Task::open(store, rules, &config.clock, None)?.0);
     }
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
@@ -538,7 +538,7 @@ impl Ctx {
             let (topic, p) = (e.topic(), e.partition());
             if let std::collections::hash_map::Entry::Vacant(slot) = parts.tasks.entry(p) {
                 let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
-                let (mut task, restored) = Task::open(store, &rules, &self.clock)?;
+                let (mut task, restored) = Task::open(store, &rules, &self.clock, self.handle.notifier())?;
                 let q = self.alert_partition(p);
                 let n = self.alert_partitions as u32;
                 if restored && task.meta.alert_partitions != 0 && task.meta.alert_partitions != n {

@@ -33,6 +33,8 @@ pub enum DaemonError {
     Engine(#[from] crate::engine::EngineError),
     #[error("the daemon's worker thread panicked")]
     Panicked,
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Counters of what the daemon did (read by logs, STATUS lines and, later, metrics).
@@ -126,6 +128,7 @@ struct Shared {
     ready: AtomicBool,
     reload: Mutex<Option<Arc<RuleSet>>>,
     stats: Stats,
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 impl Handle {
@@ -177,6 +180,11 @@ impl Handle {
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }
+
+    /// The notifier, when `[notify]` is configured and the daemon has started it.
+    pub fn notifier(&self) -> Option<Arc<crate::notify::Notifier>> {
+        self.shared.notifier.get().cloned()
+    }
 }
 
 /// Runs the daemon until `shutdown` completes (or the source ends, for a file that is not followed).
@@ -195,12 +203,35 @@ pub async fn run(
     worker.await.map_err(|_| DaemonError::Panicked)?
 }
 
-/// The daemon's loop on the calling thread.
+/// The daemon's loop on the calling thread (and, with `[notify]`, the notifier's and the admin socket's
+/// threads).
 pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Result<(), DaemonError> {
-    match config.source() {
+    let mut notifier_thread = None;
+    if let Some(notify) = &config.notifications {
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|error| DaemonError::Io { context: state_dir.display().to_string(), error })?;
+        let notifier = crate::notify::Notifier::open(notify.clone(), &state_dir)?;
+        let socket = state_dir.join(&notify.config.admin_socket);
+        crate::notify::admin::serve(&socket, notifier.clone())
+            .map_err(|error| DaemonError::Io { context: format!("admin socket {}", socket.display()), error })?;
+        tracing::info!(socket = %socket.display(), "admin socket listening");
+        notifier_thread =
+            Some(notifier.start().map_err(|error| DaemonError::Io { context: "notifier thread".into(), error })?);
+        let _ = handle.shared.notifier.set(notifier);
+    }
+    let result = match config.source() {
         Source::File(file) => file::run(config, file, rules, handle),
         Source::Kafka(kafka) => kafka::run(config, kafka, rules, handle),
+    };
+    if let (Some(notifier), Some(thread)) = (handle.notifier(), notifier_thread) {
+        notifier.stop();
+        let _ = thread.join();
+        if let Some(socket) = config.notifications.as_ref().map(|n| config.state_dir().join(&n.config.admin_socket)) {
+            let _ = std::fs::remove_file(socket);
+        }
     }
+    result
 }
 
 /// Reads a JSON Lines history file (`[bootstrap]`) and hands each valid event to `each`, in file order. Bad

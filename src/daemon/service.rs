@@ -14,6 +14,7 @@ use crate::rules::load_dir;
 pub fn check_config(path: &Path) -> anyhow::Result<bool> {
     let config = Config::load(path)?;
     let rules = load_dir(&config.rules)?;
+    config.check_rule_names(&rules).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let source = match config.source() {
         Source::File(f) => format!("file {}", f.path.display()),
         Source::Kafka(k) => format!("kafka {} topics {}", k.brokers, k.topics.join(",")),
@@ -27,6 +28,20 @@ pub fn check_config(path: &Path) -> anyhow::Result<bool> {
         rules.active.len(),
         config.rules.display()
     );
+    if let Some(n) = &config.notifications {
+        println!(
+            "{}: notify: {} receivers, {} routes, {} time intervals; {}",
+            path.display(),
+            n.config.receivers.len(),
+            n.routes.len(),
+            n.intervals.len(),
+            match &n.config.smtp {
+                Some(s) => format!("smtp {}:{} ({:?})", s.host, s.port(), s.security),
+                None =>
+                    format!("no smtp: e-mails written to {}", config.state_dir().join(&n.config.mail_dir).display()),
+            }
+        );
+    }
     Ok(true)
 }
 
@@ -36,6 +51,7 @@ pub fn run(path: &Path, bootstrap: Vec<PathBuf>) -> anyhow::Result<bool> {
     let mut config = Config::load(path)?;
     config.bootstrap.files.extend(bootstrap);
     let rules = Arc::new(load_dir(&config.rules)?);
+    config.check_rule_names(&rules).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     tracing::info!(config = %path.display(), rules = rules.active.len(), "starting");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

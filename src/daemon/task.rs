@@ -8,6 +8,7 @@ use crate::checkpoint::{Meta, Store};
 use crate::config::{ClockConfig, ClockMode};
 use crate::engine::{Alert, Engine, Offer};
 use crate::event::{Event, Reason};
+use crate::notify::Notifier;
 use crate::rules::RuleSet;
 use crate::time::Ts;
 
@@ -32,11 +33,18 @@ pub struct Task {
     suppress: HashSet<String>,
     /// Alerts raised and not yet taken by the caller.
     out: Vec<Output>,
+    /// Where live alerts and level falls are handed for e-mail.
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl Task {
     /// A task restored from `store`'s newest good checkpoint, or a fresh one; the flag says which.
-    pub fn open(store: Store, rules: &Arc<RuleSet>, clock: &ClockConfig) -> Result<(Task, bool), DaemonError> {
+    pub fn open(
+        store: Store,
+        rules: &Arc<RuleSet>,
+        clock: &ClockConfig,
+        notifier: Option<Arc<Notifier>>,
+    ) -> Result<(Task, bool), DaemonError> {
         let (engine, meta, restored) = match store.restore(rules)? {
             Some(r) => {
                 tracing::info!(
@@ -50,6 +58,10 @@ impl Task {
             None => (Engine::new(rules.clone())?, Meta::default(), false),
         };
         let suppress = meta.suppress.iter().cloned().collect();
+        let mut engine = engine;
+        if notifier.is_some() {
+            engine.report_falls();
+        }
         let task = Task {
             engine,
             meta,
@@ -58,6 +70,7 @@ impl Task {
             margin: clock.future_margin_secs.min(i64::MAX as u64 / 2) as Ts,
             suppress,
             out: Vec::new(),
+            notifier,
         };
         Ok((task, restored))
     }
@@ -110,21 +123,35 @@ impl Task {
         Ok(self.engine.set_rules(rules)?)
     }
 
-    /// Handles one event of history (`[bootstrap]`) with the event clock, whatever the live clock.
+    /// Handles one event of history (`[bootstrap]`) with the event clock, whatever the live clock. Its
+    /// alerts are output like any other but not mailed: they are the past.
     pub fn history(&mut self, event: crate::event::Event, stats: &Stats) {
         let mut raised = Vec::new();
         match self.engine.offer(event, &mut |a| raised.push(a)) {
             Offer::Accepted { .. } => Stats::add(&stats.accepted, 1),
             Offer::Duplicate => Stats::add(&stats.duplicates, 1),
         }
-        self.emit(raised, stats);
+        self.emit_with(raised, stats, false);
     }
 
-    /// Turns raised alerts into output, leaving out the suppressed ones.
+    /// Turns raised alerts into output, leaving out the suppressed ones, and hands them (with the level
+    /// falls since the last call) to the notifier. Suppressed alerts are handed over too: the notifier
+    /// drops those it already has, and takes those an earlier run output but never made durable to it.
     pub fn emit(&mut self, raised: Vec<Alert>, stats: &Stats) {
+        self.emit_with(raised, stats, true);
+    }
+
+    fn emit_with(&mut self, raised: Vec<Alert>, stats: &Stats, notify: bool) {
         let rules = self.engine.rules().clone();
+        let falls = self.engine.take_falls();
+        let notifier = self.notifier.as_ref().filter(|_| notify);
         for alert in &raised {
             let record = AlertRecord::new(alert, &rules);
+            if let Some(n) = notifier
+                && !record.shadow
+            {
+                n.alert(alert, &record.alert_id, &self.engine);
+            }
             if !self.suppress.is_empty() && self.suppress.remove(&record.alert_id) {
                 Stats::add(&stats.suppressed, 1);
                 continue;
@@ -132,6 +159,13 @@ impl Task {
             let json = serde_json::to_vec(&record).unwrap_or_default();
             Stats::add(&stats.alerts, 1);
             self.out.push(Output { alert_id: record.alert_id, entity_id: record.entity_id, json });
+        }
+        if let Some(n) = notifier {
+            for fall in &falls {
+                if rules.all[fall.rule].state != crate::rules::RuleState::Shadow {
+                    n.fall(fall, &self.engine);
+                }
+            }
         }
     }
 
@@ -152,6 +186,10 @@ impl Task {
         self.meta.written_at = super::wall_now();
         self.meta.suppress = self.suppress.iter().cloned().collect();
         self.meta.suppress.sort();
+        // The notifier's state first: the checkpoint says these alerts are done.
+        if let Some(n) = &self.notifier {
+            n.sync()?;
+        }
         let started = std::time::Instant::now();
         let bytes = self.store.write(&self.meta, &self.engine)?;
         Stats::add(&stats.checkpoints, 1);

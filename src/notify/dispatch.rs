@@ -1,0 +1,521 @@
+//! The notification policy, pure and synchronous like the engine: notices in, e-mails ([`Mail`]) out,
+//! driven by a wall clock the caller passes in. It sits downstream of the alert stream and never changes it
+//! (SPEC). What it does, in order, for a firing notice:
+//!
+//! 1. Drops a notice whose id it has already taken (an alert raised again after a restart).
+//! 2. Routes it ([`super::route::route`]); for each route taking it:
+//! 3. drops it if a silence matches (counted, audited, never mailed);
+//! 4. inhibits: a notice of the same entity with a lower action still waiting for the same receiver is
+//!    withdrawn, and the new one is withdrawn if a higher one is waiting;
+//! 5. puts it in its group (`group_by`); a new group goes out after `group_wait` (or at the next
+//!    `digest_at`), later additions at most every `group_interval`. A group due in a muted interval waits
+//!    for the interval's end.
+//!
+//! A notified level is remembered while it stands: it is notified again after `repeat_after`, and when it
+//! falls to none a route with `send_resolved` sends a resolved notice.
+//!
+//! **Architecture Invariant:** the state is plain data ([`State`]) persisted whole by the caller before
+//! the engine checkpoint that covers the alerts it has taken, so a crash never loses a notice: the alerts
+//! after the checkpoint are raised again, and step 1 drops those already taken.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::config::Notify;
+use super::notice::{Notice, Status};
+use super::route::{Matchers, route};
+use crate::engine::Fall;
+use crate::time::Ts;
+
+/// Notice ids remembered for step 1; older ones are forgotten first.
+pub const SEEN_IDS: usize = 200_000;
+/// Silences kept (active and recently expired); adding one more is refused.
+pub const MAX_SILENCES: usize = 10_000;
+/// Expired silences are listed for this long, then forgotten.
+const EXPIRED_KEPT: Ts = 7 * 86_400;
+
+/// An e-mail to send: one group's notices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mail {
+    /// Stable: the same group and notices give the same id (and Message-ID), so a mail made again after a
+    /// crash replaces, not duplicates, its outbox entry.
+    pub id: String,
+    pub receiver: String,
+    /// From a `digest_at` route: rendered as a table.
+    pub digest: bool,
+    pub notices: Vec<Notice>,
+    pub created: Ts,
+}
+
+/// A silence: notices matching it are not mailed while it is active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Matchers,
+    pub author: String,
+    pub comment: String,
+    pub starts_at: Ts,
+    pub ends_at: Ts,
+    pub created_at: Ts,
+}
+
+impl Silence {
+    pub fn active(&self, now: Ts) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+}
+
+/// One line of the audit log (see [`super::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Audit {
+    /// A notice taken (an alert, a repeat, a resolved level).
+    Notice {
+        id: String,
+        alert_id: String,
+        status: Status,
+        entity_id: String,
+        rule: String,
+        action: String,
+    },
+    /// Routed to a receiver.
+    Routed {
+        id: String,
+        route: usize,
+        receiver: String,
+    },
+    Silenced {
+        id: String,
+        receiver: String,
+        silence: String,
+    },
+    Inhibited {
+        id: String,
+        receiver: String,
+        by: String,
+    },
+    /// An e-mail made and queued in the outbox.
+    Queued {
+        mail: String,
+        receiver: String,
+        notices: Vec<String>,
+        digest: bool,
+    },
+    SilenceAdded {
+        silence: String,
+        author: String,
+        comment: String,
+        matchers: String,
+        ends_at: Ts,
+    },
+    SilenceExpired {
+        silence: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Group {
+    route: usize,
+    receiver: String,
+    pending: Vec<Notice>,
+    flush_at: Option<Ts>,
+    last_flush: Option<Ts>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Standing {
+    notice: Notice,
+    routes: Vec<usize>,
+    notified_at: Ts,
+}
+
+/// Everything the dispatcher keeps: persisted as one JSON document.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    groups: BTreeMap<String, Group>,
+    /// By `entity \x1f rule`.
+    standing: BTreeMap<String, Standing>,
+    seen: VecDeque<String>,
+    silences: Vec<Silence>,
+    /// Counters since the state was created.
+    pub counts: Counts,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Counts {
+    pub notices: u64,
+    pub duplicates: u64,
+    pub silenced: u64,
+    pub inhibited: u64,
+    pub mails: u64,
+}
+
+/// The dispatcher: [`State`] plus the configuration it is read under.
+pub struct Dispatcher {
+    pub state: State,
+    seen: HashSet<String>,
+    notify: std::sync::Arc<Notify>,
+    audit: Vec<Audit>,
+}
+
+fn hash(parts: &[&str]) -> String {
+    format!("{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()))
+}
+
+impl Dispatcher {
+    pub fn new(state: State, notify: std::sync::Arc<Notify>) -> Dispatcher {
+        let seen = state.seen.iter().cloned().collect();
+        Dispatcher { state, seen, notify, audit: Vec::new() }
+    }
+
+    /// Swaps in a new configuration (groups of routes that no longer exist go to the root's receiver).
+    pub fn set_config(&mut self, notify: std::sync::Arc<Notify>) {
+        self.notify = notify;
+    }
+
+    pub fn config(&self) -> &Notify {
+        &self.notify
+    }
+
+    /// Audit lines since the last call.
+    pub fn take_audit(&mut self) -> Vec<Audit> {
+        std::mem::take(&mut self.audit)
+    }
+
+    /// Takes a firing notice at wall-clock `now`.
+    pub fn accept(&mut self, notice: Notice, now: Ts) {
+        if !self.remember(&notice.id) {
+            self.state.counts.duplicates += 1;
+            return;
+        }
+        self.state.counts.notices += 1;
+        self.audit_notice(&notice);
+        let routes = route(&self.notify.routes, &notice);
+        let key = standing_key(&notice);
+        self.state.standing.insert(key, Standing { notice: notice.clone(), routes: routes.clone(), notified_at: now });
+        for r in routes {
+            self.enqueue(notice.clone(), r, now);
+        }
+    }
+
+    /// Takes a level fall at `now`: forgets or lowers the standing level, and sends resolved notices.
+    pub fn fall(&mut self, fall: &Fall, entity_id: &str, rule: &str, now: Ts) {
+        let key = format!("{entity_id}\u{1f}{rule}");
+        let Some(standing) = self.state.standing.get_mut(&key) else { return };
+        match fall.to {
+            Some(to) => standing.notice.action = to.min(standing.notice.action),
+            None => {
+                let Some(standing) = self.state.standing.remove(&key) else { return };
+                let Some(resolved) = Notice::of_fall(fall, &standing.notice) else { return };
+                if !self.remember(&resolved.id) {
+                    return;
+                }
+                let routes: Vec<usize> = standing
+                    .routes
+                    .iter()
+                    .copied()
+                    .filter(|&r| self.notify.routes.get(r).is_some_and(|r| r.send_resolved))
+                    .collect();
+                if routes.is_empty() {
+                    return;
+                }
+                self.audit_notice(&resolved);
+                for r in routes {
+                    self.enqueue(resolved.clone(), r, now);
+                }
+            }
+        }
+    }
+
+    fn audit_notice(&mut self, n: &Notice) {
+        self.audit.push(Audit::Notice {
+            id: n.id.clone(),
+            alert_id: n.alert_id.clone(),
+            status: n.status,
+            entity_id: n.entity_id.clone(),
+            rule: n.rule.clone(),
+            action: n.action.as_str().into(),
+        });
+    }
+
+    /// Remembers a notice id; false if already seen.
+    fn remember(&mut self, id: &str) -> bool {
+        if !self.seen.insert(id.to_owned()) {
+            return false;
+        }
+        self.state.seen.push_back(id.to_owned());
+        while self.state.seen.len() > SEEN_IDS {
+            if let Some(old) = self.state.seen.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Steps 3-5 for one route.
+    fn enqueue(&mut self, notice: Notice, r: usize, now: Ts) {
+        let Some(route) = self.notify.routes.get(r) else { return };
+        let receiver = route.receiver.clone();
+        self.audit.push(Audit::Routed { id: notice.id.clone(), route: r, receiver: receiver.clone() });
+        if let Some(s) = self.state.silences.iter().find(|s| s.active(now) && s.matchers.matches(&notice)) {
+            self.state.counts.silenced += 1;
+            self.audit.push(Audit::Silenced { id: notice.id.clone(), receiver, silence: s.id.clone() });
+            return;
+        }
+        if notice.status != Status::Resolved {
+            let mut inhibited_by = None;
+            for g in self.state.groups.values_mut().filter(|g| g.receiver == receiver) {
+                let mut withdrawn = Vec::new();
+                g.pending.retain(|p| {
+                    let lower =
+                        p.status != Status::Resolved && p.entity_id == notice.entity_id && p.action < notice.action;
+                    if lower {
+                        withdrawn.push(p.id.clone());
+                    }
+                    if p.status != Status::Resolved && p.entity_id == notice.entity_id && p.action > notice.action {
+                        inhibited_by = Some(p.id.clone());
+                    }
+                    !lower
+                });
+                for id in withdrawn {
+                    self.state.counts.inhibited += 1;
+                    self.audit.push(Audit::Inhibited { id, receiver: receiver.clone(), by: notice.id.clone() });
+                }
+            }
+            if let Some(by) = inhibited_by {
+                self.state.counts.inhibited += 1;
+                self.audit.push(Audit::Inhibited { id: notice.id.clone(), receiver, by });
+                return;
+            }
+        }
+        let labels: Vec<&str> = route.group_by.iter().map(|l| notice.label(l).unwrap_or("")).collect();
+        let mut parts = vec![r.to_string(), receiver.clone()];
+        parts.extend(labels.iter().map(|s| s.to_string()));
+        let key = hash(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+        let group = self.state.groups.entry(key).or_insert_with(|| Group {
+            route: r,
+            receiver,
+            pending: Vec::new(),
+            flush_at: None,
+            last_flush: None,
+        });
+        group.pending.push(notice);
+        if group.flush_at.is_none() {
+            let at = match (route.digest_at, group.last_flush) {
+                (Some(at), _) => next_local(now, at, self.notify.offset),
+                (None, Some(last)) if now < last + route.group_interval => last + route.group_interval,
+                (None, _) => now + route.group_wait,
+            };
+            group.flush_at = Some(at);
+        }
+    }
+
+    /// The next instant something is due (a group, a repeat), if any.
+    pub fn next_due(&self) -> Option<Ts> {
+        let groups = self.state.groups.values().filter_map(|g| g.flush_at);
+        let repeats = self.state.standing.values().filter_map(|s| {
+            s.routes
+                .iter()
+                .filter_map(|&r| self.notify.routes.get(r).and_then(|r| r.repeat_after))
+                .min()
+                .map(|after| s.notified_at + after)
+        });
+        groups.chain(repeats).min()
+    }
+
+    /// Everything due at `now`: repeats join their groups, and groups due and not muted become e-mails.
+    pub fn due(&mut self, now: Ts) -> Vec<Mail> {
+        self.flush(now, false)
+    }
+
+    /// Every group with notices waiting becomes an e-mail now, due or not, muted or not (the end of a
+    /// finite input).
+    pub fn due_all(&mut self, now: Ts) -> Vec<Mail> {
+        self.flush(now, true)
+    }
+
+    fn flush(&mut self, now: Ts, everything: bool) -> Vec<Mail> {
+        self.repeats(now);
+        self.state.silences.retain(|s| s.ends_at + EXPIRED_KEPT > now);
+        let mut mails = Vec::new();
+        let notify = self.notify.clone();
+        let mut audit = Vec::new();
+        for (key, g) in self.state.groups.iter_mut() {
+            let Some(at) = g.flush_at.filter(|&at| everything || at <= now) else { continue };
+            let route = notify.routes.get(g.route).unwrap_or(&notify.routes[0]);
+            if !everything && let Some(end) = mute_end(&notify, route, now) {
+                g.flush_at = Some(end.max(at));
+                continue;
+            }
+            // A silence added while the notices waited applies too.
+            g.pending.retain(|n| {
+                let silenced = self.state.silences.iter().find(|s| s.active(now) && s.matchers.matches(n));
+                if let Some(s) = silenced {
+                    self.state.counts.silenced += 1;
+                    audit.push(Audit::Silenced {
+                        id: n.id.clone(),
+                        receiver: g.receiver.clone(),
+                        silence: s.id.clone(),
+                    });
+                }
+                silenced.is_none()
+            });
+            g.flush_at = None;
+            if g.pending.is_empty() {
+                continue;
+            }
+            g.last_flush = Some(now);
+            let notices = std::mem::take(&mut g.pending);
+            let mut parts: Vec<&str> = vec![key.as_str()];
+            parts.extend(notices.iter().map(|n| n.id.as_str()));
+            let mail = Mail {
+                id: hash(&parts),
+                receiver: g.receiver.clone(),
+                digest: route.digest_at.is_some(),
+                notices,
+                created: now,
+            };
+            audit.push(Audit::Queued {
+                mail: mail.id.clone(),
+                receiver: mail.receiver.clone(),
+                notices: mail.notices.iter().map(|n| n.id.clone()).collect(),
+                digest: mail.digest,
+            });
+            mails.push(mail);
+        }
+        self.audit.extend(audit);
+        self.state.counts.mails += mails.len() as u64;
+        // Groups idle for longer than their interval are forgotten.
+        self.state.groups.retain(|_, g| {
+            g.flush_at.is_some()
+                || g.last_flush.is_some_and(|l| now < l + notify.routes.get(g.route).map_or(0, |r| r.group_interval))
+        });
+        mails
+    }
+
+    fn repeats(&mut self, now: Ts) {
+        let notify = self.notify.clone();
+        let mut again = Vec::new();
+        for s in self.state.standing.values_mut() {
+            for &r in &s.routes {
+                let Some(after) = notify.routes.get(r).and_then(|r| r.repeat_after) else { continue };
+                if now >= s.notified_at + after {
+                    let mut n = s.notice.clone();
+                    n.status = Status::Repeat;
+                    n.id = hash(&[&s.notice.alert_id, "repeat", &now.to_string()]);
+                    again.push((n, r));
+                }
+            }
+            if again.last().is_some_and(|(n, _)| n.alert_id == s.notice.alert_id) {
+                s.notified_at = now;
+            }
+        }
+        for (n, r) in again {
+            if self.remember(&n.id) {
+                self.audit_notice(&n);
+                self.enqueue(n, r, now);
+            }
+        }
+    }
+
+    /// Adds a silence; its id is returned.
+    pub fn add_silence(
+        &mut self,
+        matchers: Matchers,
+        author: String,
+        comment: String,
+        starts_at: Ts,
+        ends_at: Ts,
+        now: Ts,
+    ) -> Result<String, String> {
+        if matchers.is_empty() {
+            return Err("a silence needs at least one matcher (it would silence everything)".into());
+        }
+        matchers.check(None)?;
+        if author.trim().is_empty() || comment.trim().is_empty() {
+            return Err("a silence needs an author and a comment".into());
+        }
+        if ends_at <= now || ends_at <= starts_at {
+            return Err("a silence must end in the future and after it starts".into());
+        }
+        if self.state.silences.len() >= MAX_SILENCES {
+            return Err(format!("{MAX_SILENCES} silences already: expire some first"));
+        }
+        let id =
+            hash(&[&matchers.describe(), &author, &comment, &now.to_string(), &self.state.silences.len().to_string()])
+                [..16]
+                .to_owned();
+        self.audit.push(Audit::SilenceAdded {
+            silence: id.clone(),
+            author: author.clone(),
+            comment: comment.clone(),
+            matchers: matchers.describe(),
+            ends_at,
+        });
+        self.state.silences.push(Silence {
+            id: id.clone(),
+            matchers,
+            author,
+            comment,
+            starts_at,
+            ends_at,
+            created_at: now,
+        });
+        Ok(id)
+    }
+
+    /// Ends a silence now.
+    pub fn expire_silence(&mut self, id: &str, by: &str, now: Ts) -> Result<(), String> {
+        let s = self.state.silences.iter_mut().find(|s| s.id == id).ok_or_else(|| format!("no silence {id:?}"))?;
+        if s.ends_at > now {
+            s.ends_at = now;
+        }
+        self.audit.push(Audit::SilenceExpired { silence: id.to_owned(), by: by.to_owned() });
+        Ok(())
+    }
+
+    pub fn silences(&self) -> &[Silence] {
+        &self.state.silences
+    }
+
+    /// Notices waiting in groups.
+    pub fn waiting(&self) -> usize {
+        self.state.groups.values().map(|g| g.pending.len()).sum()
+    }
+}
+
+fn standing_key(n: &Notice) -> String {
+    format!("{}\u{1f}{}", n.entity_id, n.rule)
+}
+
+/// The first instant at or after `now` whose local time of day is `at` (seconds after local midnight).
+pub fn next_local(now: Ts, at: Ts, offset: Ts) -> Ts {
+    let local = now + offset;
+    let midnight = local.div_euclid(86_400) * 86_400;
+    let mut t = midnight + at;
+    if t < local {
+        t += 86_400;
+    }
+    t - offset
+}
+
+/// If `now` is inside one of `route`'s muted intervals, the first minute at which none holds.
+fn mute_end(notify: &Notify, route: &super::config::Route, now: Ts) -> Option<Ts> {
+    let muted =
+        |t: Ts| route.mute.iter().filter_map(|&i| notify.intervals.get(i)).any(|i| i.contains(t + notify.offset));
+    if !muted(now) {
+        return None;
+    }
+    // Step to the next whole minute, then minute by minute (intervals are given in minutes), at most a year.
+    let mut t = now - now.rem_euclid(60) + 60;
+    for _ in 0..(366 * 24 * 60) {
+        if !muted(t) {
+            return Some(t);
+        }
+        t += 60;
+    }
+    Some(t)
+}

@@ -1,0 +1,362 @@
+//! Notifications: the alert stream turned into e-mails to the supervisors who must act (SPEC
+//! 谁审批、谁监管，谁主管、谁监管), never lost and never changing the alert stream.
+//!
+//! ```text
+//! Task::emit ──alerts, falls──▶ Notifier ──▶ Dispatcher (route, silence, inhibit, group, digest, repeat)
+//!                                   │                  │ due groups
+//!                                   │                  ▼
+//!                    state.json ◀── sync         render (templates) ──▶ outbox/ ──▶ SMTP or mail/*.eml
+//!                                                                       (durable)    (retries, dead/)
+//! ```
+//!
+//! The daemon thread hands alerts over ([`Notifier::alert`]) and, before each engine checkpoint, makes the
+//! dispatcher's state durable ([`Notifier::sync`]). The notifier's own thread turns due groups into
+//! e-mails, queues them durably, and sends the outbox. Everything is logged to the audit log.
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod notice;
+pub mod outbox;
+pub mod render;
+pub mod route;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::engine::{Alert, Engine, Fall};
+use crate::time::Ts;
+use config::Notify;
+use dispatch::{Dispatcher, Mail, State};
+use notice::Notice;
+use outbox::{Entry, Outbox, Transport_};
+use render::Templates;
+
+/// Why notifications cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}: damaged notification state: {error}")]
+    State { path: String, error: String },
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+}
+
+/// Counters for logs and metrics.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub dead: AtomicU64,
+    pub queued: AtomicU64,
+    pub outbox_waiting: AtomicU64,
+}
+
+struct Side {
+    dispatcher: Dispatcher,
+    dirty: bool,
+}
+
+/// The notifier. See the module documentation.
+pub struct Notifier {
+    side: Mutex<Side>,
+    outbox: Mutex<Outbox>,
+    outbox_dir: PathBuf,
+    audit: Mutex<audit::AuditLog>,
+    templates: Templates,
+    /// Built-in templates: the fallback when an operator's template fails on some notice.
+    fallback: Templates,
+    notify: Arc<Notify>,
+    state_path: PathBuf,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+    pub stats: NotifyStats,
+}
+
+impl Notifier {
+    /// Opens the notification folder under `state_dir`: state, outbox, audit log.
+    pub fn open(notify: Arc<Notify>, state_dir: &Path) -> Result<Arc<Notifier>, NotifyError> {
+        let shared = notify.clone();
+        let c = &shared.config;
+        let dir = state_dir.join(&c.dir);
+        let ioe = |path: &Path| {
+            let path = path.display().to_string();
+            move |error| NotifyError::Io { path, error }
+        };
+        std::fs::create_dir_all(&dir).map_err(ioe(&dir))?;
+        let state_path = dir.join("state.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice::<State>(&bytes)
+                .map_err(|e| NotifyError::State { path: state_path.display().to_string(), error: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(ioe(&state_path)(e)),
+        };
+        let transport = match &c.smtp {
+            Some(smtp) => Transport_::Smtp(smtp.clone()),
+            None => Transport_::Files(state_dir.join(&c.mail_dir)),
+        };
+        let outbox_dir = dir.join("outbox");
+        let outbox =
+            Outbox::open(outbox_dir.clone(), transport, c.retry_min_secs, c.retry_max_secs, c.give_up_after_secs)?;
+        let audit_path = dir.join("audit.jsonl");
+        let audit = audit::AuditLog::open(&audit_path).map_err(ioe(&audit_path))?;
+        let templates = Templates::load(c.templates.as_deref())?;
+        let waiting = outbox.entries().len() as u64;
+        let n = Notifier {
+            side: Mutex::new(Side { dispatcher: Dispatcher::new(state, notify.clone()), dirty: false }),
+            outbox: Mutex::new(outbox),
+            outbox_dir,
+            audit: Mutex::new(audit),
+            templates,
+            fallback: Templates::load(None)?,
+            notify,
+            state_path,
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+            stats: NotifyStats::default(),
+        };
+        n.stats.outbox_waiting.store(waiting, Ordering::Relaxed);
+        tracing::info!(dir = %dir.display(), waiting, smtp = c.smtp.is_some(), "notifications ready");
+        Ok(Arc::new(n))
+    }
+
+    fn side(&self) -> MutexGuard<'_, Side> {
+        self.side.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands over an alert raised by `engine` (with its id): routed and grouped now, mailed when due.
+    pub fn alert(&self, alert: &Alert, alert_id: &str, engine: &Engine) {
+        let notice = Notice::of_alert(alert, alert_id, engine);
+        let mut side = self.side();
+        side.dispatcher.accept(notice, wall_now());
+        side.dirty = true;
+    }
+
+    /// Hands over a level fall (for resolved notices).
+    pub fn fall(&self, fall: &Fall, engine: &Engine) {
+        let rule = &engine.rules().all[fall.rule].id;
+        let mut side = self.side();
+        side.dispatcher.fall(fall, &fall.entity.to_string(), rule, wall_now());
+        side.dirty = true;
+    }
+
+    /// Makes everything handed over so far durable: the dispatcher's state and the audit log. The daemon
+    /// calls it before each engine checkpoint.
+    pub fn sync(&self) -> Result<(), NotifyError> {
+        let mut side = self.side();
+        self.persist(&mut side, true)
+    }
+
+    fn persist(&self, side: &mut Side, durable: bool) -> Result<(), NotifyError> {
+        let now = wall_now();
+        let lines = side.dispatcher.take_audit();
+        {
+            let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            let ioe = |error| NotifyError::Io { path: "audit.jsonl".into(), error };
+            for line in &lines {
+                let who = match line {
+                    dispatch::Audit::SilenceAdded { author, .. } => author.as_str(),
+                    dispatch::Audit::SilenceExpired { by, .. } => by.as_str(),
+                    _ => "daemon",
+                };
+                audit.write(now, who, line).map_err(ioe)?;
+            }
+            audit.flush(durable).map_err(ioe)?;
+        }
+        if side.dirty {
+            let json = serde_json::to_vec(&side.dispatcher.state).unwrap_or_default();
+            outbox::write_atomic(&self.state_path, &json)?;
+            side.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Writes an audit line now (rule reloads).
+    pub fn audit<T: serde::Serialize>(&self, who: &str, what: &T) {
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(error) = audit.write(wall_now(), who, what).and_then(|()| audit.flush(true)) {
+            tracing::error!(%error, "cannot write the audit log");
+        }
+    }
+
+    /// Turns the groups due at `now` into queued e-mails (all groups, with `everything`), then makes the
+    /// state durable. Returns the e-mails queued.
+    pub fn flush_due(&self, now: Ts, everything: bool) -> Result<usize, NotifyError> {
+        let mut side = self.side();
+        let mails = if everything { side.dispatcher.due_all(now) } else { side.dispatcher.due(now) };
+        if mails.is_empty() && !side.dirty && side.dispatcher.waiting() == 0 {
+            return Ok(0);
+        }
+        for mail in &mails {
+            self.queue(mail)?;
+        }
+        side.dirty = true;
+        self.persist(&mut side, true)?;
+        if !mails.is_empty() {
+            self.stats.queued.fetch_add(mails.len() as u64, Ordering::Relaxed);
+            self.wake();
+        }
+        Ok(mails.len())
+    }
+
+    /// Renders and durably queues one e-mail.
+    fn queue(&self, mail: &Mail) -> Result<(), NotifyError> {
+        let routes = &self.notify.config.receivers;
+        let receiver = routes
+            .iter()
+            .map(|r| r.get_ref())
+            .find(|r| r.name == mail.receiver)
+            .or_else(|| routes.iter().map(|r| r.get_ref()).find(|r| r.name == self.notify.routes[0].receiver));
+        let Some(receiver) = receiver else {
+            // `check` guarantees the root's receiver exists.
+            return Ok(());
+        };
+        let message = match self.templates.message(mail, &self.notify.config, receiver, self.notify.offset) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::error!(mail = %mail.id, %error, "template failed; the built-in templates are used for this e-mail");
+                self.fallback.message(mail, &self.notify.config, receiver, self.notify.offset)?
+            }
+        };
+        let envelope = message.envelope();
+        let entry = Entry {
+            id: mail.id.clone(),
+            message_id: render::message_id(&mail.id),
+            receiver: receiver.name.clone(),
+            from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
+            to: envelope.to().iter().map(|a| a.to_string()).collect(),
+            subject: message.headers().get_raw("Subject").unwrap_or_default().to_owned(),
+            queued_at: mail.created,
+        };
+        Outbox::queue(&self.outbox_dir, &entry, &message.formatted())?;
+        Ok(())
+    }
+
+    /// One pass over the outbox; returns what it did.
+    pub fn deliver(&self, now: Ts) -> outbox::Pass {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = Vec::new();
+        let pass = outbox.send_due(now, &mut |d| lines.push(serde_json::to_string(d).unwrap_or_default()));
+        drop(outbox);
+        {
+            let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            for line in &lines {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                let _ = audit.write(now, "daemon", &value);
+            }
+            if let Err(error) = audit.flush(true) {
+                tracing::error!(%error, "cannot write the audit log");
+            }
+        }
+        self.stats.sent.fetch_add(pass.sent, Ordering::Relaxed);
+        self.stats.failed.fetch_add(pass.failed, Ordering::Relaxed);
+        self.stats.dead.fetch_add(pass.dead, Ordering::Relaxed);
+        self.stats.outbox_waiting.store(pass.waiting, Ordering::Relaxed);
+        if pass.sent + pass.failed + pass.dead > 0 {
+            tracing::info!(
+                sent = pass.sent,
+                failed = pass.failed,
+                given_up = pass.dead,
+                waiting = pass.waiting,
+                "outbox pass"
+            );
+        }
+        pass
+    }
+
+    fn wake(&self) {
+        let (flag, cv) = &self.wake;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Starts the notifier's thread: due groups to the outbox, the outbox to the server, until [`Notifier::stop`].
+    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new().name("notifier".into()).spawn(move || me.run())
+    }
+
+    fn run(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let now = wall_now();
+            if let Err(error) = self.flush_due(now, false) {
+                // The disk: nothing is marked done, so the same groups are tried again.
+                tracing::error!(%error, "cannot queue due e-mails; retrying");
+            }
+            self.deliver(now);
+            let next = {
+                let side = self.side();
+                let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                [side.dispatcher.next_due(), outbox.next_retry()].into_iter().flatten().min()
+            };
+            let wait = next.map_or(1, |t| (t - wall_now()).clamp(0, 1)) as u64;
+            let (flag, cv) = &self.wake;
+            let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut guard, _) = cv
+                .wait_timeout_while(guard, Duration::from_millis(wait.max(1) * 1000 - 500), |woken| {
+                    !*woken && !self.stop.load(Ordering::Acquire)
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            *guard = false;
+        }
+    }
+
+    /// Asks the thread to stop (e-mails not yet sent stay in the outbox for the next start).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// The end of a finite input: every waiting group goes out now, and the outbox is tried once.
+    pub fn finish(&self) -> Result<(), NotifyError> {
+        let now = wall_now();
+        self.flush_due(now, true)?;
+        self.deliver(now);
+        Ok(())
+    }
+
+    /// Silences: add.
+    pub fn add_silence(
+        &self,
+        matchers: route::Matchers,
+        author: String,
+        comment: String,
+        starts_at: Ts,
+        ends_at: Ts,
+    ) -> Result<String, String> {
+        let mut side = self.side();
+        let id = side.dispatcher.add_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
+        side.dirty = true;
+        self.persist(&mut side, true).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Silences: expire.
+    pub fn expire_silence(&self, id: &str, by: &str) -> Result<(), String> {
+        let mut side = self.side();
+        side.dispatcher.expire_silence(id, by, wall_now())?;
+        side.dirty = true;
+        self.persist(&mut side, true).map_err(|e| e.to_string())
+    }
+
+    /// Silences: list.
+    pub fn silences(&self) -> Vec<dispatch::Silence> {
+        self.side().dispatcher.silences().to_vec()
+    }
+
+    /// Counters of the dispatcher.
+    pub fn counts(&self) -> dispatch::Counts {
+        self.side().dispatcher.state.counts.clone()
+    }
+}
+
+fn wall_now() -> Ts {
+    crate::daemon::wall_now()
+}

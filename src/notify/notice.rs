@@ -1,0 +1,128 @@
+//! What the notifier is told: a [`Notice`] per alert (and per resolved level), self-contained so that it
+//! can wait in a group, be persisted, and be rendered later without the engine.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::engine::{Alert, Engine, Fall, Profile};
+use crate::event::{Class, Kind};
+use crate::rules::Action;
+use crate::time::Ts;
+
+/// Why a notice is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A level rose: the alert itself.
+    Firing,
+    /// A level still standing, notified again (`repeat_after_secs`).
+    Repeat,
+    /// A notified level fell to none (`send_resolved`).
+    Resolved,
+}
+
+/// A window of the alert's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub from: Ts,
+    pub to: Ts,
+    pub count: u64,
+}
+
+/// One event behind an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub kind: Kind,
+    pub at: Ts,
+}
+
+/// One notice. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The alert's id (`Firing`), or a stable id derived from it.
+    pub id: String,
+    /// The alert this notice is about (equal to `id` when firing).
+    pub alert_id: String,
+    pub status: Status,
+    pub entity_id: String,
+    pub rule: String,
+    pub rule_name_zh: String,
+    pub rule_description: String,
+    /// Firing/repeat: the action that stands. Resolved: the action that stood.
+    pub action: Action,
+    /// Firing: the level before the rise. Resolved: the level now (none).
+    pub previous_action: Option<Action>,
+    pub at: Ts,
+    pub value: i64,
+    pub threshold: u64,
+    pub class: Option<Class>,
+    pub windows: Vec<Span>,
+    pub evidence: Vec<Item>,
+    pub profile: Option<Profile>,
+    /// The rule's window in days (for "in the last N days").
+    pub window_days: i64,
+}
+
+impl Notice {
+    /// The notice of an alert raised by `engine`.
+    pub fn of_alert(alert: &Alert, alert_id: &str, engine: &Engine) -> Notice {
+        let rule = &engine.rules().all[alert.rule];
+        Notice {
+            id: alert_id.to_owned(),
+            alert_id: alert_id.to_owned(),
+            status: Status::Firing,
+            entity_id: alert.entity.to_string(),
+            rule: rule.id.clone(),
+            rule_name_zh: rule.name_zh.clone(),
+            rule_description: rule.description.clone(),
+            action: alert.action,
+            previous_action: alert.previous,
+            at: alert.at,
+            value: alert.value,
+            threshold: alert.threshold,
+            class: alert.class,
+            windows: alert.windows.iter().map(|w| Span { from: w.from, to: w.to, count: w.count }).collect(),
+            evidence: alert.evidence.iter().map(|e| Item { id: e.id.to_string(), kind: e.kind, at: e.at }).collect(),
+            profile: engine.profile(&alert.entity),
+            window_days: rule.measure.window() / crate::time::DAY,
+        }
+    }
+
+    /// The notice that `fall` resolves the level `standing` notified; `None` unless the level fell to none.
+    pub fn of_fall(fall: &Fall, standing: &Notice) -> Option<Notice> {
+        if fall.to.is_some() {
+            return None;
+        }
+        let id =
+            format!("{:032x}", xxh3_128(format!("{}\u{1f}resolved\u{1f}{}", standing.alert_id, fall.at).as_bytes()));
+        Some(Notice {
+            id,
+            status: Status::Resolved,
+            action: standing.action,
+            previous_action: None,
+            at: fall.at,
+            value: fall.value,
+            class: fall.class,
+            evidence: Vec::new(),
+            windows: Vec::new(),
+            ..standing.clone()
+        })
+    }
+
+    /// The value of a routing or grouping label.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        let p = self.profile.as_ref();
+        match name {
+            "entity" => Some(&self.entity_id),
+            "rule" => Some(&self.rule),
+            "action" => Some(self.action.as_str()),
+            "class" => Some(self.class.map_or("none", |c| c.as_str())),
+            "region" => p.and_then(|p| p.region.as_deref()),
+            "domain" => p.and_then(|p| p.domain.as_deref()),
+            "authority" => p.and_then(|p| p.authority.as_deref()),
+            "industry" => p.and_then(|p| p.industry.as_deref()),
+            _ => None,
+        }
+    }
+}
