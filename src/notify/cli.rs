@@ -39,7 +39,7 @@ pub struct AlertLabels {
     #[arg(long)]
     pub industry: Option<String>,
     /// Credit code of the entity.
-    #[arg(long, default_value = "91360502MA35F0L27C")]
+    #[arg(long, default_value = "91360402DEA06F185Q")]
     pub entity: String,
 }
 
@@ -150,7 +150,7 @@ pub fn sample_notice(action: Action, profile: Option<Profile>) -> Notice {
         id: "0f6c2a4e9b1d3c5a7e8f90a1b2c3d4e5".into(),
         alert_id: "0f6c2a4e9b1d3c5a7e8f90a1b2c3d4e5".into(),
         status: Status::Firing,
-        entity_id: "91360502MA35F0L27C".into(),
+        entity_id: "91360402DEA06F185Q".into(),
         rule: "penalties-3y".into(),
         rule_name_zh: "三年内受到行政处罚次数".into(),
         rule_description: "行政处罚决定（penalty）在最近 1095 天内的次数。".into(),

@@ -5,8 +5,9 @@
 //! 1. Drops a notice whose id it has already taken (an alert raised again after a restart).
 //! 2. Routes it ([`super::route::route`]); for each route taking it:
 //! 3. drops it if a silence matches (counted, audited, never mailed);
-//! 4. inhibits: a notice of the same entity with a lower action still waiting for the same receiver is
-//!    withdrawn, and the new one is withdrawn if a higher one is waiting;
+//! 4. inhibits: a notice of the same entity with a lower action still waiting in any group is withdrawn
+//!    (the higher action supersedes it, whoever was to be told), and the new one is withdrawn if a higher
+//!    one is waiting;
 //! 5. puts it in its group (`group_by`); a new group goes out after `group_wait` (or at the next
 //!    `digest_at`), later additions at most every `group_interval`. A group due in a muted interval waits
 //!    for the interval's end.
@@ -267,7 +268,7 @@ impl Dispatcher {
         }
         if notice.status != Status::Resolved {
             let mut inhibited_by = None;
-            for g in self.state.groups.values_mut().filter(|g| g.receiver == receiver) {
+            for g in self.state.groups.values_mut() {
                 let mut withdrawn = Vec::new();
                 g.pending.retain(|p| {
                     let lower =
@@ -282,7 +283,7 @@ impl Dispatcher {
                 });
                 for id in withdrawn {
                     self.state.counts.inhibited += 1;
-                    self.audit.push(Audit::Inhibited { id, receiver: receiver.clone(), by: notice.id.clone() });
+                    self.audit.push(Audit::Inhibited { id, receiver: g.receiver.clone(), by: notice.id.clone() });
                 }
             }
             if let Some(by) = inhibited_by {

@@ -22,6 +22,8 @@ pub mod notice;
 pub mod outbox;
 pub mod render;
 pub mod route;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,7 +199,7 @@ impl Notifier {
         for mail in &mails {
             self.queue(mail)?;
         }
-        side.dirty = true;
+        side.dirty |= !mails.is_empty();
         self.persist(&mut side, true)?;
         if !mails.is_empty() {
             self.stats.queued.fetch_add(mails.len() as u64, Ordering::Relaxed);

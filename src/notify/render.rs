@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use minijinja::Environment;
 use serde::Serialize;
@@ -110,9 +111,15 @@ impl Templates {
         for cc in &receiver.cc {
             b = b.cc(cc.parse::<Mailbox>().map_err(bad)?);
         }
+        // The alerts behind the e-mail, for the bureau's own systems and the audit.
+        let ids: Vec<&str> = mail.notices.iter().map(|n| n.alert_id.as_str()).collect();
+        b = b.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str(ALERTS_HEADER), ids.join(" ")));
         b.multipart(MultiPart::alternative_plain_html(text, html)).map_err(|e| RenderError::Mail(e.to_string()))
     }
 }
+
+/// Header listing the ids of the alerts an e-mail is about, space-separated.
+pub const ALERTS_HEADER: &str = "X-Credit-Sentinel-Alerts";
 
 /// The Message-ID of a mail.
 pub fn message_id(mail_id: &str) -> String {
@@ -129,6 +136,8 @@ struct Context<'a> {
     highest_action_zh: &'static str,
     created: String,
     notices: Vec<NoticeView<'a>>,
+    /// The notice with the highest action (the first of them), for subjects.
+    top: usize,
 }
 
 #[derive(Serialize)]
@@ -177,6 +186,7 @@ struct EvidenceView<'a> {
 impl<'a> Context<'a> {
     fn new(mail: &'a Mail, offset: Ts) -> Context<'a> {
         let highest = mail.notices.iter().filter(|n| n.status != Status::Resolved).map(|n| n.action).max();
+        let top = mail.notices.iter().position(|n| n.status != Status::Resolved && Some(n.action) == highest).unwrap_or(0);
         Context {
             receiver: &mail.receiver,
             digest: mail.digest,
@@ -184,6 +194,7 @@ impl<'a> Context<'a> {
             highest_action_zh: highest.map_or("解除", action_zh),
             created: local_time(mail.created, offset),
             notices: mail.notices.iter().map(|n| NoticeView::new(n, offset)).collect(),
+            top,
         }
     }
 }

@@ -1,0 +1,235 @@
+//! The notification policy through the dispatcher's API, with a wall clock of our own.
+
+use std::sync::Arc;
+
+use super::cli::sample_notice;
+use super::config::{Notify, NotifyConfig};
+use super::dispatch::{Dispatcher, Mail, State};
+use super::notice::{Notice, Status};
+use super::route::{Matchers, route};
+use crate::engine::{Fall, Profile};
+use crate::rules::Action;
+use crate::time::{Ts, parse_rfc3339};
+
+const CONFIG: &str = r#"
+[notify]
+from = "预警 <alerts@amr.example.cn>"
+[[notify.receivers]]
+name = "reg"
+to = ["reg@amr.example.cn"]
+[[notify.receivers]]
+name = "food"
+to = ["food@amr.example.cn"]
+[[notify.receivers]]
+name = "insp"
+to = ["insp@amr.example.cn"]
+[[notify.time_intervals]]
+name = "nights"
+times = [{ start = "20:00", end = "08:00" }]
+[notify.route]
+receiver = "reg"
+group_wait_secs = 30
+group_interval_secs = 300
+[[notify.route.routes]]
+match = { action = ["inspect"] }
+receiver = "insp"
+group_wait_secs = 0
+continue = true
+[[notify.route.routes]]
+match = { domain = ["food"] }
+receiver = "food"
+send_resolved = true
+repeat_after_secs = 3600
+[[notify.route.routes]]
+match = { action = ["remind"] }
+digest_at = "08:30"
+group_by = []
+mute_time_intervals = ["nights"]
+[[notify.route.routes]]
+match = { region = ["3606"], action = ["warn"] }
+mute_time_intervals = ["nights"]
+"#;
+
+#[derive(serde::Deserialize)]
+struct File {
+    notify: toml::Spanned<NotifyConfig>,
+}
+
+fn notify(text: &str) -> Result<Notify, (usize, String)> {
+    let file: File = toml::from_str(text).map_err(|e| (0, e.to_string()))?;
+    file.notify.into_inner().check(text, None)
+}
+
+fn dispatcher() -> Dispatcher {
+    Dispatcher::new(State::default(), Arc::new(notify(CONFIG).unwrap()))
+}
+
+/// 2025-03-03 (a Monday) at a local time.
+fn at(hhmm: &str) -> Ts {
+    parse_rfc3339(&format!("2025-03-03T{hhmm}:00+08:00")).unwrap()
+}
+
+fn profile(domain: &str, region: &str) -> Option<Profile> {
+    Some(Profile { domain: Some(domain.into()), region: Some(region.into()), ..Default::default() })
+}
+
+/// A firing notice for `entity` (a number), `action`, with a profile.
+fn n(entity: u32, action: Action, profile: Option<Profile>, id: &str) -> Notice {
+    let mut n = sample_notice(action, profile);
+    n.entity_id = format!("E{entity}");
+    n.id = id.into();
+    n.alert_id = id.into();
+    n
+}
+
+/// (receiver, notice ids) of each mail.
+fn brief(mails: &[Mail]) -> Vec<(String, Vec<String>)> {
+    let mut v: Vec<_> = mails.iter().map(|m| (m.receiver.clone(), m.notices.iter().map(|n| n.id.clone()).collect())).collect();
+    v.sort();
+    v
+}
+
+fn s(x: &str) -> String {
+    x.to_owned()
+}
+
+#[test]
+fn routes_follow_the_tree_with_continue_and_the_default_route() {
+    let cfg = notify(CONFIG).unwrap();
+    let r = |action, p| route(&cfg.routes, &n(1, action, p, "x"));
+    assert_eq!(r(Action::Inspect, profile("food", "360502")), vec![1, 2], "inspect continues to the food route");
+    assert_eq!(r(Action::Inspect, None), vec![1]);
+    assert_eq!(r(Action::Warn, profile("food", "360502")), vec![2]);
+    assert_eq!(r(Action::Remind, None), vec![3], "a remind with no profile goes to the digest");
+    assert_eq!(r(Action::Warn, None), vec![0], "no profile: the default route");
+    assert_eq!(r(Action::Warn, profile("general", "360602")), vec![4], "region matches by prefix");
+    assert_eq!(r(Action::Warn, profile("general", "360502")), vec![0]);
+}
+
+#[test]
+fn bad_configs_are_refused_with_their_line() {
+    let err = |from: &str, to: &str| notify(&CONFIG.replace(from, to)).unwrap_err();
+    assert_eq!(err("receiver = \"insp\"", "receiver = \"nobody\"").0, 20, "the line of the route");
+    assert!(err("receiver = \"insp\"", "receiver = \"nobody\"").1.contains("\"nobody\" is not defined"));
+    assert!(err("digest_at = \"08:30\"", "digest_at = \"8:30\"").1.contains("expected HH:MM"));
+    assert!(err("domain = [\"food\"]", "domain = [\"foods\"]").1.contains("domain \"foods\""));
+    assert!(err("[\"nights\"]\n[[notify.route.routes]]", "[\"night\"]\n[[notify.route.routes]]").1.contains("\"night\""));
+    assert!(err("group_by = []", "group_by = [\"name\"]").1.contains("group_by \"name\""));
+    assert!(err("to = [\"reg@amr.example.cn\"]", "to = [\"not an address\"]").1.contains("not an e-mail address"));
+}
+
+#[test]
+fn groups_wait_then_go_out_at_most_once_per_interval() {
+    let mut d = dispatcher();
+    let t = at("10:00");
+    d.accept(n(1, Action::Warn, None, "a"), t);
+    d.accept(n(1, Action::Warn, None, "b"), t + 10);
+    d.accept(n(2, Action::Warn, None, "c"), t + 20);
+    assert!(d.due(t + 29).is_empty(), "group_wait is 30 s");
+    assert_eq!(brief(&d.due(t + 30)), vec![(s("reg"), vec![s("a"), s("b")])]);
+    assert_eq!(d.next_due(), Some(t + 50));
+    assert_eq!(brief(&d.due(t + 50)), vec![(s("reg"), vec![s("c")])]);
+    // A new alert of a group that just sent waits for its interval.
+    d.accept(n(1, Action::Warn, None, "d"), t + 60);
+    assert!(d.due(t + 329).is_empty());
+    assert_eq!(brief(&d.due(t + 330)), vec![(s("reg"), vec![s("d")])]);
+}
+
+#[test]
+fn reminds_are_collected_into_a_daily_digest_and_a_higher_action_inhibits_a_lower_one_waiting() {
+    let mut d = dispatcher();
+    d.accept(n(1, Action::Remind, None, "r1"), at("10:00"));
+    d.accept(n(2, Action::Remind, None, "r2"), at("11:00"));
+    d.accept(n(3, Action::Remind, None, "r3"), at("12:00"));
+    // Entity 3 rises to inspect: it goes out at once, and its remind leaves the digest.
+    d.accept(n(3, Action::Inspect, None, "i3"), at("12:05"));
+    assert_eq!(brief(&d.due(at("12:05"))), vec![(s("insp"), vec![s("i3")])]);
+    assert_eq!(d.state.counts.inhibited, 1);
+    // Entity 1 rises to warn: its remind waiting in the digest is withdrawn, and while the warn waits a
+    // later remind of entity 1 is withdrawn at once.
+    d.accept(n(1, Action::Warn, None, "w1"), at("12:10"));
+    assert_eq!(d.state.counts.inhibited, 2, "the waiting remind r1 is withdrawn by w1");
+    d.accept(n(1, Action::Remind, None, "r1b"), at("12:10"));
+    assert_eq!(d.state.counts.inhibited, 3, "r1b is withdrawn, w1 still waits");
+    assert_eq!(brief(&d.due(at("12:10") + 30)), vec![(s("reg"), vec![s("w1")])]);
+    assert!(d.due(at("23:59")).is_empty());
+    let next_morning = at("08:30") + 86_400;
+    assert_eq!(d.next_due(), Some(next_morning));
+    let digest = d.due(next_morning);
+    assert_eq!(brief(&digest), vec![(s("reg"), vec![s("r2")])]);
+    assert!(digest[0].digest);
+}
+
+#[test]
+fn a_muted_route_holds_its_mail_until_the_interval_ends() {
+    let mut d = dispatcher();
+    d.accept(n(1, Action::Warn, profile("general", "360602"), "w"), at("21:00"));
+    assert!(d.due(at("21:00") + 30).is_empty(), "nights are muted");
+    assert!(d.due(at("07:59") + 86_400).is_empty());
+    assert_eq!(d.next_due(), Some(at("08:00") + 86_400));
+    assert_eq!(brief(&d.due(at("08:00") + 86_400)), vec![(s("reg"), vec![s("w")])]);
+}
+
+#[test]
+fn standing_levels_repeat_and_resolve_on_routes_that_ask() {
+    let mut d = dispatcher();
+    let t = at("10:00");
+    let warn = n(1, Action::Warn, profile("food", "360502"), "w");
+    d.accept(warn.clone(), t);
+    assert_eq!(brief(&d.due(t + 30)), vec![(s("food"), vec![s("w")])]);
+    // Still standing an hour later: notified again.
+    assert!(d.due(t + 3599).is_empty());
+    assert!(d.due(t + 3600).is_empty(), "the repeat joins its group and waits group_wait");
+    let mails = d.due(t + 3600 + 30);
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].notices[0].status, Status::Repeat);
+    // A partial fall sends nothing; a fall to none sends "resolved".
+    let entity = crate::credit_code::EntityKey::parse("91360402DEA06F185Q").unwrap();
+    let fall = |to, at| Fall { entity, rule: 0, from: Action::Warn, to, at, value: 0, class: None };
+    d.fall(&fall(Some(Action::Remind), t + 4000), "E1", &warn.rule, t + 4000);
+    assert!(d.due(t + 5000).is_empty());
+    d.fall(&fall(None, t + 6000), "E1", &warn.rule, t + 6000);
+    let resolved = d.due(t + 6000 + 30);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].notices[0].status, Status::Resolved);
+    assert!(d.due(t + 100_000).is_empty(), "a resolved level is not repeated");
+}
+
+#[test]
+fn silences_stop_mail_while_active_and_are_counted() {
+    let mut d = dispatcher();
+    let t = at("10:00");
+    let m = Matchers { rule: vec!["penalties-3y".into()], ..Default::default() };
+    let id = d.add_silence(m, "张三".into(), "整改期内".into(), t, t + 3600, t).unwrap();
+    d.accept(n(1, Action::Warn, None, "a"), t + 10);
+    assert!(d.due(t + 100).is_empty());
+    assert_eq!(d.state.counts.silenced, 1);
+    // A silence added while an alert waits applies too.
+    d.expire_silence(&id, "李四", t + 200).unwrap();
+    d.accept(n(2, Action::Warn, None, "b"), t + 200);
+    let m = Matchers { entity: vec![], region: vec![], action: vec![Action::Warn], ..Default::default() };
+    d.add_silence(m, "王五".into(), "测试".into(), t + 210, t + 7200, t + 210).unwrap();
+    assert!(d.due(t + 230).is_empty());
+    assert_eq!(d.state.counts.silenced, 2);
+    // Refused: no matcher, no comment, already ended.
+    assert!(d.add_silence(Matchers::default(), "a".into(), "b".into(), t, t + 10, t).is_err());
+    let any = Matchers { action: vec![Action::Remind], ..Default::default() };
+    assert!(d.add_silence(any.clone(), "a".into(), " ".into(), t, t + 10, t).is_err());
+    assert!(d.add_silence(any, "a".into(), "b".into(), t, t - 1, t).is_err());
+}
+
+#[test]
+fn a_notice_taken_again_is_dropped_and_state_survives_a_restart() {
+    let mut d = dispatcher();
+    let t = at("10:00");
+    d.accept(n(1, Action::Warn, None, "a"), t);
+    let json = serde_json::to_vec(&d.state).unwrap();
+    let mut back = Dispatcher::new(serde_json::from_slice(&json).unwrap(), Arc::new(notify(CONFIG).unwrap()));
+    back.accept(n(1, Action::Warn, None, "a"), t + 5);
+    assert_eq!(back.state.counts.duplicates, 1);
+    let after_restart = back.due(t + 30);
+    assert_eq!(brief(&after_restart), vec![(s("reg"), vec![s("a")])]);
+    // Same group, same notices: the same mail id (so the same Message-ID) as without the restart.
+    let without = d.due(t + 30);
+    assert_eq!(after_restart[0].id, without[0].id);
+}
