@@ -186,7 +186,8 @@ struct EvidenceView<'a> {
 impl<'a> Context<'a> {
     fn new(mail: &'a Mail, offset: Ts) -> Context<'a> {
         let highest = mail.notices.iter().filter(|n| n.status != Status::Resolved).map(|n| n.action).max();
-        let top = mail.notices.iter().position(|n| n.status != Status::Resolved && Some(n.action) == highest).unwrap_or(0);
+        let top =
+            mail.notices.iter().position(|n| n.status != Status::Resolved && Some(n.action) == highest).unwrap_or(0);
         Context {
             receiver: &mail.receiver,
             digest: mail.digest,

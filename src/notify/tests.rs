@@ -84,7 +84,8 @@ fn n(entity: u32, action: Action, profile: Option<Profile>, id: &str) -> Notice 
 
 /// (receiver, notice ids) of each mail.
 fn brief(mails: &[Mail]) -> Vec<(String, Vec<String>)> {
-    let mut v: Vec<_> = mails.iter().map(|m| (m.receiver.clone(), m.notices.iter().map(|n| n.id.clone()).collect())).collect();
+    let mut v: Vec<_> =
+        mails.iter().map(|m| (m.receiver.clone(), m.notices.iter().map(|n| n.id.clone()).collect())).collect();
     v.sort();
     v
 }
@@ -113,7 +114,9 @@ fn bad_configs_are_refused_with_their_line() {
     assert!(err("receiver = \"insp\"", "receiver = \"nobody\"").1.contains("\"nobody\" is not defined"));
     assert!(err("digest_at = \"08:30\"", "digest_at = \"8:30\"").1.contains("expected HH:MM"));
     assert!(err("domain = [\"food\"]", "domain = [\"foods\"]").1.contains("domain \"foods\""));
-    assert!(err("[\"nights\"]\n[[notify.route.routes]]", "[\"night\"]\n[[notify.route.routes]]").1.contains("\"night\""));
+    assert!(
+        err("[\"nights\"]\n[[notify.route.routes]]", "[\"night\"]\n[[notify.route.routes]]").1.contains("\"night\"")
+    );
     assert!(err("group_by = []", "group_by = [\"name\"]").1.contains("group_by \"name\""));
     assert!(err("to = [\"reg@amr.example.cn\"]", "to = [\"not an address\"]").1.contains("not an e-mail address"));
 }
