@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The e-mail tests run a real SMTP server (tests/smtp/server.py) on aiosmtpd: install the pinned version if missing.
+if ! python3 -c "import aiosmtpd" 2> /dev/null; then
+  python3 -m pip install --quiet -r tests/smtp/requirements.txt 2> /dev/null \
+    || python3 -m pip install --quiet --break-system-packages -r tests/smtp/requirements.txt
+fi
+
 cargo build --release --locked
 cargo test --release --locked
 

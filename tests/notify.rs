@@ -509,6 +509,9 @@ fn silences_are_managed_on_the_running_daemon_and_survive_a_restart() {
     let (ok, _, err) = cli(&["expire", &id, "--author", "李四"]);
     assert!(ok, "{err}");
     assert!(cli(&["list"]).1.contains("expired"));
+    // A rule reload is audited too.
+    assert!(Command::new("kill").arg("-HUP").arg(daemon.id().to_string()).status().unwrap().success());
+    wait_for("the reload in the audit log", 30, || audit(dir.path()).iter().any(|l| l["event"] == "rules_reloaded"));
     stop(daemon);
     let who: Vec<String> = audit(dir.path())
         .iter()

@@ -63,6 +63,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
             task.set_rules(new)?;
             Stats::add(&stats.reloads_ok, 1);
             tracing::info!("rules reloaded");
+            handle.audit_reload(Some(task.engine.rules()), None);
             // The new rules and the re-evaluation they start are checkpointed at once: a crash must not
             // replay the reload at another instant.
             checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;

@@ -103,10 +103,11 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                     for task in parts.tasks.values_mut() {
                         task.set_rules(new.clone())?;
                     }
-                    parts.rules = new;
+                    parts.rules = new.clone();
                 }
                 Stats::add(&stats.reloads_ok, 1);
                 tracing::info!("rules reloaded");
+                handle.audit_reload(Some(&new), None);
                 // The re-evaluation under the new rules is now part of each partition's pending batch; the
                 // checkpoint holds it with the new rules, so a crash cannot replay the reload at another instant.
                 if let Some(tpl) = consumer.context().checkpoint_all(None)? {

@@ -181,6 +181,20 @@ impl Handle {
         &self.shared.stats
     }
 
+    /// Records a rule reload (applied, or refused with `error`) in the notification audit log, if any.
+    pub fn audit_reload(&self, rules: Option<&RuleSet>, error: Option<&str>) {
+        let Some(n) = self.notifier() else { return };
+        match (rules, error) {
+            (Some(rules), _) => {
+                let ids: Vec<String> = rules.active().map(|r| format!("{}@{}", r.id, r.version)).collect();
+                n.audit("daemon", &crate::notify::audit::Reload::RulesReloaded { rules: &ids });
+            }
+            (None, error) => {
+                n.audit("daemon", &crate::notify::audit::Reload::RulesRefused { error: error.unwrap_or_default() });
+            }
+        }
+    }
+
     /// The notifier, when `[notify]` is configured and the daemon has started it.
     pub fn notifier(&self) -> Option<Arc<crate::notify::Notifier>> {
         self.shared.notifier.get().cloned()

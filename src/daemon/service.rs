@@ -86,6 +86,7 @@ async fn signals(handle: Handle, rules_dir: PathBuf) -> anyhow::Result<()> {
                 Err(error) => {
                     tracing::error!(%error, "SIGHUP: rule reload refused; the rules in force are kept");
                     handle.reload_failed();
+                    handle.audit_reload(None, Some(&error.to_string()));
                 }
             },
         }
