@@ -442,6 +442,33 @@ fn starttls_with_a_trusted_private_ca_and_a_refused_login_retried_until_fixed() 
 }
 
 #[test]
+fn implicit_tls_delivers_every_mail_of_a_finite_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = Command::new("bash").arg(manifest().join("tests/smtp/make_cert.sh")).arg(&certs).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let c = |f: &str| certs.join(f).display().to_string();
+    let smtp = Smtp::start(
+        &dir.path().join("mail"),
+        0,
+        &["--implicit-tls", "--tls-cert", &c("cert.pem"), "--tls-key", &c("key.pem")],
+    );
+    let table = format!(
+        "[notify.smtp]\nhost = \"localhost\"\nconnect_to = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"{}\"\n",
+        smtp.port,
+        c("ca.pem")
+    );
+    let config = config(dir.path(), &manifest().join("samples/events.jsonl"), false, &table, 3600);
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let queued = audit_ids(dir.path(), "queued", "mail");
+    assert!(queued.len() > 10);
+    assert_eq!(outbox_len(dir.path()), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let got: BTreeSet<String> = smtp.received().iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(got, queued.iter().map(|q| format!("<{q}@credit-sentinel>")).collect());
+}
+
+#[test]
 fn silences_are_managed_on_the_running_daemon_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");

@@ -31,7 +31,7 @@ use crate::engine::Fall;
 use crate::time::Ts;
 
 /// Notice ids remembered for step 1; older ones are forgotten first.
-pub const SEEN_IDS: usize = 200_000;
+pub const SEEN_IDS: usize = 100_000;
 /// Silences kept (active and recently expired); adding one more is refused.
 pub const MAX_SILENCES: usize = 10_000;
 /// Expired silences are listed for this long, then forgotten.

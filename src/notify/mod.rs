@@ -203,6 +203,7 @@ impl Notifier {
         self.persist(&mut side, true)?;
         if !mails.is_empty() {
             self.stats.queued.fetch_add(mails.len() as u64, Ordering::Relaxed);
+            self.outbox.lock().unwrap_or_else(|p| p.into_inner()).changed();
             self.wake();
         }
         Ok(mails.len())

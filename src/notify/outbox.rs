@@ -88,6 +88,8 @@ pub struct Outbox {
     retry_max: Ts,
     give_up_after: Ts,
     retries: HashMap<String, Retry>,
+    /// The entries as last read from the folder; read again after [`Outbox::changed`].
+    cache: Option<Vec<Entry>>,
 }
 
 /// What one pass of [`Outbox::send_due`] did.
@@ -125,6 +127,7 @@ impl Outbox {
             retry_max: retry_max as Ts,
             give_up_after: give_up_after as Ts,
             retries: HashMap::new(),
+            cache: None,
         })
     }
 
@@ -163,6 +166,12 @@ impl Outbox {
         out
     }
 
+    /// Says that entries were queued: the next pass reads the folder again (during an outage, passes
+    /// otherwise work from memory instead of re-reading every waiting entry).
+    pub fn changed(&mut self) {
+        self.cache = None;
+    }
+
     /// The earliest instant a waiting entry is due for a retry.
     pub fn next_retry(&self) -> Option<Ts> {
         self.retries.values().map(|r| r.next_at).min()
@@ -171,7 +180,10 @@ impl Outbox {
     /// Tries every entry that is due; `log` gets each attempt and result for the audit log.
     pub fn send_due(&mut self, now: Ts, log: &mut dyn FnMut(&Delivery<'_>)) -> Pass {
         let mut pass = Pass::default();
-        let entries = self.entries();
+        let entries = match self.cache.take() {
+            Some(entries) => entries,
+            None => self.entries(),
+        };
         let mut smtp: Option<Result<SmtpTransport, String>> = None;
         for entry in &entries {
             let retry = self.retries.get(&entry.id).copied().unwrap_or_default();
@@ -227,7 +239,14 @@ impl Outbox {
                 }
             }
         }
-        self.retries.retain(|id, _| entries.iter().any(|e| e.id == *id));
+        let done: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|e| !self.dir.join(format!("{}.json", e.id)).exists())
+            .map(|e| e.id.as_str())
+            .collect();
+        let left: Vec<Entry> = entries.iter().filter(|e| !done.contains(e.id.as_str())).cloned().collect();
+        self.retries.retain(|id, _| left.iter().any(|e| e.id == *id));
+        self.cache = Some(left);
         pass
     }
 
