@@ -51,7 +51,7 @@ for round in $(seq 1 "$ROUNDS"); do
     secs=$(echo "$end - $start" | bc -l)
     times[$name]+="$secs "
     alerts=$(wc -l < "$dir/state/alerts.jsonl")
-    mails=$(find "$dir/state/mail" -name '*.eml' 2> /dev/null | wc -l)
+    mails=$( (find "$dir/state/mail" -name '*.eml' 2> /dev/null || true) | wc -l)
     printf '%-6s round %d: %6.2f s  %8.0f lines/s  alerts %d  e-mails %d\n' "$name" "$round" "$secs" \
       "$(echo "$EVENTS / $secs" | bc -l)" "$alerts" "$mails"
   done

@@ -241,6 +241,9 @@ pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Re
     if let (Some(notifier), Some(thread)) = (handle.notifier(), notifier_thread) {
         notifier.stop();
         let _ = thread.join();
+        if let Err(error) = notifier.close() {
+            tracing::error!(%error, "notification state not compacted at shutdown (the journal is replayed at the next start)");
+        }
         if let Some(socket) = config.notifications.as_ref().map(|n| config.state_dir().join(&n.config.admin_socket)) {
             let _ = std::fs::remove_file(socket);
         }

@@ -121,8 +121,13 @@ pub fn serve(path: &Path, notifier: Arc<Notifier>) -> std::io::Result<PathBuf> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound under a temporary name, restricted to the owner, then renamed into place: the socket is never
+    // reachable with wider permissions.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
     let path = path.to_owned();
     std::thread::Builder::new().name("admin".into()).spawn(move || {
         for stream in listener.incoming() {

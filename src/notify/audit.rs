@@ -53,6 +53,7 @@ pub enum Delivery<'a> {
     Sent { mail: &'a str, message_id: &'a str, receiver: &'a str, to: &'a [String], via: &'a str },
     Failed { mail: &'a str, message_id: &'a str, receiver: &'a str, attempt: u32, error: &'a str, retry_in_secs: u64 },
     GaveUp { mail: &'a str, message_id: &'a str, receiver: &'a str, attempts: u32, kept_in: &'a str },
+    RecipientRefused { mail: &'a str, message_id: &'a str, recipient: &'a str, error: &'a str },
 }
 
 /// A rule reload, logged by the daemon.

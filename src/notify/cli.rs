@@ -286,7 +286,7 @@ pub fn parse_duration(s: &str) -> Option<Ts> {
         "d" => DAY,
         _ => return None,
     };
-    n.checked_mul(mult).filter(|&d| d > 0)
+    n.checked_mul(mult).filter(|&d| d > 0 && d <= super::config::MAX_SECS as Ts)
 }
 
 /// Parses `label=value` pairs into matchers.
@@ -319,7 +319,8 @@ pub fn silence(cmd: &SilenceCommand) -> anyhow::Result<bool> {
                 (Some(d), None) => {
                     let secs =
                         parse_duration(d).with_context(|| format!("--duration {d:?}: expected e.g. 90m, 8h, 3d"))?;
-                    crate::time::format_rfc3339(crate::daemon::wall_now() + secs)
+                    let end = crate::daemon::wall_now().checked_add(secs).context("--duration too long")?;
+                    crate::time::format_rfc3339(end)
                 }
                 (None, Some(t)) => t.clone(),
                 _ => bail!("give --duration or --ends-at"),

@@ -243,6 +243,9 @@ pub struct Notify {
     pub intervals: Vec<Interval>,
 }
 
+/// Longest duration any `*_secs` key accepts: ten years.
+pub const MAX_SECS: u64 = 10 * 366 * 86_400;
+
 /// A parsed time interval.
 #[derive(Debug, Clone)]
 pub struct Interval {
@@ -287,10 +290,27 @@ impl NotifyConfig {
         if self.retry_min_secs == 0 || self.retry_max_secs < self.retry_min_secs {
             return Err((key_line(text, "retry_min_secs"), "need 1 <= retry_min_secs <= retry_max_secs".into()));
         }
-        if let Some(smtp) = &self.smtp
-            && smtp.username.is_some() != smtp.password_file.is_some()
-        {
-            return Err((key_line(text, "username"), "smtp username and password_file go together".into()));
+        for (key, v) in [("retry_max_secs", self.retry_max_secs), ("give_up_after_secs", self.give_up_after_secs)] {
+            if v > MAX_SECS {
+                return Err((key_line(text, key), format!("{key} is more than ten years")));
+            }
+        }
+        if self.give_up_after_secs < self.retry_min_secs {
+            return Err((
+                key_line(text, "give_up_after_secs"),
+                "give_up_after_secs is shorter than retry_min_secs".into(),
+            ));
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.username.is_some() != smtp.password_file.is_some() {
+                return Err((key_line(text, "username"), "smtp username and password_file go together".into()));
+            }
+            if smtp.username.is_some() && smtp.security == Security::None {
+                return Err((
+                    key_line(text, "security"),
+                    "AUTH without TLS would send the password in clear: use starttls or tls".into(),
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for r in &self.receivers {
@@ -379,6 +399,15 @@ fn flatten(
     let line = crate::rules::line_of(ctx.text, node.span().start);
     let r = node.get_ref();
     let err = |m: String| (line, m);
+    for (key, v) in [
+        ("group_wait_secs", r.group_wait_secs),
+        ("group_interval_secs", r.group_interval_secs),
+        ("repeat_after_secs", r.repeat_after_secs),
+    ] {
+        if v.is_some_and(|v| v > MAX_SECS) {
+            return Err(err(format!("{key} is more than ten years")));
+        }
+    }
     if root && !r.matchers.is_empty() {
         return Err(err("the root route takes every alert: it cannot have `match`".into()));
     }
@@ -465,7 +494,7 @@ pub fn parse_offset(s: &str) -> Option<Ts> {
 /// `HH:MM` as seconds after midnight.
 pub fn parse_hhmm(s: &str) -> Option<Ts> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
         return None;
     }
     let (h, m): (Ts, Ts) = (h.parse().ok()?, m.parse().ok()?);

@@ -15,9 +15,13 @@
 //! A notified level is remembered while it stands: it is notified again after `repeat_after`, and when it
 //! falls to none a route with `send_resolved` sends a resolved notice.
 //!
-//! **Architecture Invariant:** the state is plain data ([`State`]) persisted whole by the caller before
-//! the engine checkpoint that covers the alerts it has taken, so a crash never loses a notice: the alerts
-//! after the checkpoint are raised again, and step 1 drops those already taken.
+//! Every change is an [`Op`], applied by [`Dispatcher::apply`]: the caller journals each op and snapshots
+//! the [`State`] now and then; replaying the journal over the snapshot rebuilds the same state, because
+//! applying an op depends on nothing but the op and the state (the wall clock is in the op).
+//!
+//! **Architecture Invariant:** the ops are durable before the engine checkpoint that covers the alerts they
+//! took, so a crash never loses a notice: the alerts after the checkpoint are raised again, and step 1 drops
+//! those already taken.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -27,7 +31,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::config::Notify;
 use super::notice::{Notice, Status};
 use super::route::{Matchers, route};
-use crate::engine::Fall;
+use crate::rules::Action;
 use crate::time::Ts;
 
 /// Notice ids remembered for step 1; older ones are forgotten first.
@@ -36,6 +40,48 @@ pub const SEEN_IDS: usize = 100_000;
 pub const MAX_SILENCES: usize = 10_000;
 /// Expired silences are listed for this long, then forgotten.
 const EXPIRED_KEPT: Ts = 7 * 86_400;
+
+/// A level fall as the dispatcher needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallNote {
+    pub to: Option<Action>,
+    pub at: Ts,
+    pub value: i64,
+    pub class: Option<crate::event::Class>,
+}
+
+/// One change of the dispatcher's state (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Accept {
+        notice: Box<Notice>,
+        now: Ts,
+    },
+    Fall {
+        entity_id: String,
+        rule: String,
+        fall: FallNote,
+        now: Ts,
+    },
+    /// Due groups (all groups, with `everything`) become e-mails in flight.
+    Flush {
+        now: Ts,
+        everything: bool,
+    },
+    /// E-mails in flight are in the outbox.
+    Commit {
+        ids: Vec<String>,
+    },
+    AddSilence {
+        silence: Silence,
+    },
+    ExpireSilence {
+        id: String,
+        by: String,
+        now: Ts,
+    },
+}
 
 /// An e-mail to send: one group's notices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +172,7 @@ struct Group {
     last_flush: Option<Ts>,
 }
 
+/// A level notified on routes that repeat it or resolve it: only those routes, only where it was queued.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Standing {
     notice: Notice,
@@ -141,6 +188,12 @@ pub struct State {
     standing: BTreeMap<String, Standing>,
     seen: VecDeque<String>,
     silences: Vec<Silence>,
+    /// E-mails made from due groups and not yet in the outbox.
+    #[serde(default)]
+    inflight: Vec<Mail>,
+    /// The last op applied (the journal's sequence number).
+    #[serde(default)]
+    pub seq: u64,
     /// Counters since the state was created.
     pub counts: Counts,
 }
@@ -186,26 +239,51 @@ impl Dispatcher {
         std::mem::take(&mut self.audit)
     }
 
+    /// Applies one op (see the module documentation).
+    pub fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Accept { notice, now } => self.accept((**notice).clone(), *now),
+            Op::Fall { entity_id, rule, fall, now } => self.fall(fall, entity_id, rule, *now),
+            Op::Flush { now, everything } => self.flush(*now, *everything),
+            Op::Commit { ids } => self.commit(ids),
+            Op::AddSilence { silence } => self.add_silence(silence.clone()),
+            Op::ExpireSilence { id, by, now } => self.expire_silence(id, by, *now),
+        }
+        self.state.seq += 1;
+    }
+
     /// Takes a firing notice at wall-clock `now`.
-    pub fn accept(&mut self, notice: Notice, now: Ts) {
+    fn accept(&mut self, notice: Notice, now: Ts) {
         if !self.remember(&notice.id) {
             self.state.counts.duplicates += 1;
             return;
         }
         self.state.counts.notices += 1;
         self.audit_notice(&notice);
-        let routes = route(&self.notify.routes, &notice);
+        let mut kept = Vec::new();
+        for r in route(&self.notify.routes, &notice) {
+            let follow = self.notify.routes.get(r).is_some_and(|r| r.repeat_after.is_some() || r.send_resolved);
+            if self.enqueue(notice.clone(), r, now) && follow {
+                kept.push(r);
+            }
+        }
         let key = standing_key(&notice);
-        self.state.standing.insert(key, Standing { notice: notice.clone(), routes: routes.clone(), notified_at: now });
-        for r in routes {
-            self.enqueue(notice.clone(), r, now);
+        if kept.is_empty() {
+            // A rise on no following route replaces what an earlier rise left standing.
+            self.state.standing.remove(&key);
+        } else {
+            self.state.standing.insert(key, Standing { notice, routes: kept, notified_at: now });
         }
     }
 
     /// Takes a level fall at `now`: forgets or lowers the standing level, and sends resolved notices.
-    pub fn fall(&mut self, fall: &Fall, entity_id: &str, rule: &str, now: Ts) {
+    /// A fall older than the standing alert (evaluated before the rise) changes nothing.
+    fn fall(&mut self, fall: &FallNote, entity_id: &str, rule: &str, now: Ts) {
         let key = format!("{entity_id}\u{1f}{rule}");
         let Some(standing) = self.state.standing.get_mut(&key) else { return };
+        if fall.at < standing.notice.at {
+            return;
+        }
         match fall.to {
             Some(to) => standing.notice.action = to.min(standing.notice.action),
             None => {
@@ -256,19 +334,19 @@ impl Dispatcher {
         true
     }
 
-    /// Steps 3-5 for one route.
-    fn enqueue(&mut self, notice: Notice, r: usize, now: Ts) {
-        let Some(route) = self.notify.routes.get(r) else { return };
+    /// Steps 3-5 for one route; false if the notice was silenced or inhibited.
+    fn enqueue(&mut self, notice: Notice, r: usize, now: Ts) -> bool {
+        let Some(route) = self.notify.routes.get(r) else { return false };
         let receiver = route.receiver.clone();
         self.audit.push(Audit::Routed { id: notice.id.clone(), route: r, receiver: receiver.clone() });
         if let Some(s) = self.state.silences.iter().find(|s| s.active(now) && s.matchers.matches(&notice)) {
             self.state.counts.silenced += 1;
             self.audit.push(Audit::Silenced { id: notice.id.clone(), receiver, silence: s.id.clone() });
-            return;
+            return false;
         }
         if notice.status != Status::Resolved {
             let mut inhibited_by = None;
-            for g in self.state.groups.values_mut() {
+            for g in self.state.groups.values_mut().filter(|g| g.receiver == receiver) {
                 let mut withdrawn = Vec::new();
                 g.pending.retain(|p| {
                     let lower =
@@ -289,7 +367,7 @@ impl Dispatcher {
             if let Some(by) = inhibited_by {
                 self.state.counts.inhibited += 1;
                 self.audit.push(Audit::Inhibited { id: notice.id.clone(), receiver, by });
-                return;
+                return false;
             }
         }
         let labels: Vec<&str> = route.group_by.iter().map(|l| notice.label(l).unwrap_or("")).collect();
@@ -307,11 +385,12 @@ impl Dispatcher {
         if group.flush_at.is_none() {
             let at = match (route.digest_at, group.last_flush) {
                 (Some(at), _) => next_local(now, at, self.notify.offset),
-                (None, Some(last)) if now < last + route.group_interval => last + route.group_interval,
-                (None, _) => now + route.group_wait,
+                (None, Some(last)) if now < last.saturating_add(route.group_interval) => last + route.group_interval,
+                (None, _) => now.saturating_add(route.group_wait),
             };
             group.flush_at = Some(at);
         }
+        true
     }
 
     /// The next instant something is due (a group, a repeat), if any.
@@ -322,23 +401,37 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|&r| self.notify.routes.get(r).and_then(|r| r.repeat_after))
                 .min()
-                .map(|after| s.notified_at + after)
+                .map(|after| s.notified_at.saturating_add(after))
         });
         groups.chain(repeats).min()
     }
 
-    /// Everything due at `now`: repeats join their groups, and groups due and not muted become e-mails.
-    pub fn due(&mut self, now: Ts) -> Vec<Mail> {
-        self.flush(now, false)
+    /// E-mails made and not yet committed to the outbox, oldest first.
+    pub fn inflight(&self) -> &[Mail] {
+        &self.state.inflight
     }
 
-    /// Every group with notices waiting becomes an e-mail now, due or not, muted or not (the end of a
-    /// finite input).
-    pub fn due_all(&mut self, now: Ts) -> Vec<Mail> {
-        self.flush(now, true)
+    /// The e-mails with these ids are in the outbox.
+    fn commit(&mut self, ids: &[String]) {
+        let mut audit = Vec::new();
+        self.state.inflight.retain(|m| {
+            let done = ids.contains(&m.id);
+            if done {
+                audit.push(Audit::Queued {
+                    mail: m.id.clone(),
+                    receiver: m.receiver.clone(),
+                    notices: m.notices.iter().map(|n| n.id.clone()).collect(),
+                    digest: m.digest,
+                });
+            }
+            !done
+        });
+        self.audit.extend(audit);
     }
 
-    fn flush(&mut self, now: Ts, everything: bool) -> Vec<Mail> {
+    /// Everything due at `now` (every group with notices, with `everything`: the end of a finite input):
+    /// repeats join their groups, and groups due and not muted become e-mails in flight.
+    fn flush(&mut self, now: Ts, everything: bool) {
         self.repeats(now);
         self.state.silences.retain(|s| s.ends_at + EXPIRED_KEPT > now);
         let mut mails = Vec::new();
@@ -379,22 +472,17 @@ impl Dispatcher {
                 notices,
                 created: now,
             };
-            audit.push(Audit::Queued {
-                mail: mail.id.clone(),
-                receiver: mail.receiver.clone(),
-                notices: mail.notices.iter().map(|n| n.id.clone()).collect(),
-                digest: mail.digest,
-            });
             mails.push(mail);
         }
         self.audit.extend(audit);
         self.state.counts.mails += mails.len() as u64;
+        self.state.inflight.extend(mails);
         // Groups idle for longer than their interval are forgotten.
         self.state.groups.retain(|_, g| {
             g.flush_at.is_some()
-                || g.last_flush.is_some_and(|l| now < l + notify.routes.get(g.route).map_or(0, |r| r.group_interval))
+                || g.last_flush
+                    .is_some_and(|l| now < l.saturating_add(notify.routes.get(g.route).map_or(0, |r| r.group_interval)))
         });
-        mails
     }
 
     fn repeats(&mut self, now: Ts) {
@@ -403,7 +491,7 @@ impl Dispatcher {
         for s in self.state.standing.values_mut() {
             for &r in &s.routes {
                 let Some(after) = notify.routes.get(r).and_then(|r| r.repeat_after) else { continue };
-                if now >= s.notified_at + after {
+                if now >= s.notified_at.saturating_add(after) {
                     let mut n = s.notice.clone();
                     n.status = Status::Repeat;
                     n.id = hash(&[&s.notice.alert_id, "repeat", &now.to_string()]);
@@ -422,16 +510,16 @@ impl Dispatcher {
         }
     }
 
-    /// Adds a silence; its id is returned.
-    pub fn add_silence(
-        &mut self,
+    /// Checks a new silence and gives it its id; apply it with [`Op::AddSilence`].
+    pub fn new_silence(
+        &self,
         matchers: Matchers,
         author: String,
         comment: String,
         starts_at: Ts,
         ends_at: Ts,
         now: Ts,
-    ) -> Result<String, String> {
+    ) -> Result<Silence, String> {
         if matchers.is_empty() {
             return Err("a silence needs at least one matcher (it would silence everything)".into());
         }
@@ -445,37 +533,33 @@ impl Dispatcher {
         if self.state.silences.len() >= MAX_SILENCES {
             return Err(format!("{MAX_SILENCES} silences already: expire some first"));
         }
-        let id =
-            hash(&[&matchers.describe(), &author, &comment, &now.to_string(), &self.state.silences.len().to_string()])
-                [..16]
-                .to_owned();
+        let id = hash(&[&matchers.describe(), &author, &comment, &now.to_string(), &self.state.seq.to_string()])[..16]
+            .to_owned();
+        Ok(Silence { id, matchers, author, comment, starts_at, ends_at, created_at: now })
+    }
+
+    fn add_silence(&mut self, s: Silence) {
         self.audit.push(Audit::SilenceAdded {
-            silence: id.clone(),
-            author: author.clone(),
-            comment: comment.clone(),
-            matchers: matchers.describe(),
-            ends_at,
+            silence: s.id.clone(),
+            author: s.author.clone(),
+            comment: s.comment.clone(),
+            matchers: s.matchers.describe(),
+            ends_at: s.ends_at,
         });
-        self.state.silences.push(Silence {
-            id: id.clone(),
-            matchers,
-            author,
-            comment,
-            starts_at,
-            ends_at,
-            created_at: now,
-        });
-        Ok(id)
+        self.state.silences.push(s);
+    }
+
+    /// Whether a silence with this id exists.
+    pub fn has_silence(&self, id: &str) -> bool {
+        self.state.silences.iter().any(|s| s.id == id)
     }
 
     /// Ends a silence now.
-    pub fn expire_silence(&mut self, id: &str, by: &str, now: Ts) -> Result<(), String> {
-        let s = self.state.silences.iter_mut().find(|s| s.id == id).ok_or_else(|| format!("no silence {id:?}"))?;
-        if s.ends_at > now {
-            s.ends_at = now;
+    fn expire_silence(&mut self, id: &str, by: &str, now: Ts) {
+        if let Some(s) = self.state.silences.iter_mut().find(|s| s.id == id) {
+            s.ends_at = s.ends_at.min(now);
+            self.audit.push(Audit::SilenceExpired { silence: id.to_owned(), by: by.to_owned() });
         }
-        self.audit.push(Audit::SilenceExpired { silence: id.to_owned(), by: by.to_owned() });
-        Ok(())
     }
 
     pub fn silences(&self) -> &[Silence] {
@@ -510,9 +594,10 @@ fn mute_end(notify: &Notify, route: &super::config::Route, now: Ts) -> Option<Ts
     if !muted(now) {
         return None;
     }
-    // Step to the next whole minute, then minute by minute (intervals are given in minutes), at most a year.
+    // Step to the next whole minute, then minute by minute (intervals are given in minutes), at most eight
+    // days (intervals repeat weekly but for dates); still muted then, look again from there.
     let mut t = now - now.rem_euclid(60) + 60;
-    for _ in 0..(366 * 24 * 60) {
+    for _ in 0..(8 * 24 * 60) {
         if !muted(t) {
             return Some(t);
         }

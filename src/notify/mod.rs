@@ -18,6 +18,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod journal;
 pub mod notice;
 pub mod outbox;
 pub mod render;
@@ -33,7 +34,8 @@ use std::time::Duration;
 use crate::engine::{Alert, Engine, Fall};
 use crate::time::Ts;
 use config::Notify;
-use dispatch::{Dispatcher, Mail, State};
+use dispatch::{Dispatcher, FallNote, Mail, Op};
+use journal::Journal;
 use notice::Notice;
 use outbox::{Entry, Outbox, Transport_};
 use render::Templates;
@@ -49,6 +51,10 @@ pub enum NotifyError {
     Outbox(#[from] outbox::OutboxError),
     #[error(transparent)]
     Render(#[from] render::RenderError),
+    #[error("receiver {0:?} is not in the configuration (the e-mail waits in flight)")]
+    Receiver(String),
+    #[error("the notifier's thread died")]
+    Thread,
 }
 
 /// Counters for logs and metrics.
@@ -61,9 +67,32 @@ pub struct NotifyStats {
     pub outbox_waiting: AtomicU64,
 }
 
+/// The dispatcher and its journal, behind one lock: every op is applied and appended together.
 struct Side {
     dispatcher: Dispatcher,
-    dirty: bool,
+    journal: Journal,
+}
+
+impl Side {
+    /// Applies `op`, journals it and writes its audit lines.
+    fn apply(&mut self, op: Op, audit: &Mutex<audit::AuditLog>) -> Result<(), NotifyError> {
+        self.dispatcher.apply(&op);
+        self.journal.append(self.dispatcher.state.seq, &op)?;
+        let lines = self.dispatcher.take_audit();
+        if !lines.is_empty() {
+            let now = wall_now();
+            let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
+            for line in &lines {
+                let who = match line {
+                    dispatch::Audit::SilenceAdded { author, .. } => author.as_str(),
+                    dispatch::Audit::SilenceExpired { by, .. } => by.as_str(),
+                    _ => "daemon",
+                };
+                audit.write(now, who, line).map_err(|error| NotifyError::Io { path: "audit.jsonl".into(), error })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The notifier. See the module documentation.
@@ -76,9 +105,12 @@ pub struct Notifier {
     /// Built-in templates: the fallback when an operator's template fails on some notice.
     fallback: Templates,
     notify: Arc<Notify>,
-    state_path: PathBuf,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
+    /// Set when the notifier's thread died: the daemon stops at its next checkpoint.
+    failed: AtomicBool,
+    /// An error met on the daemon thread's path (a journal write), reported at the next sync.
+    error: Mutex<Option<NotifyError>>,
     pub stats: NotifyStats,
 }
 
@@ -93,13 +125,13 @@ impl Notifier {
             move |error| NotifyError::Io { path, error }
         };
         std::fs::create_dir_all(&dir).map_err(ioe(&dir))?;
-        let state_path = dir.join("state.json");
-        let state = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice::<State>(&bytes)
-                .map_err(|e| NotifyError::State { path: state_path.display().to_string(), error: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(ioe(&state_path)(e)),
-        };
+        let (state, ops, mut journal) = Journal::open(&dir)?;
+        let mut dispatcher = Dispatcher::new(state, notify.clone());
+        for op in &ops {
+            dispatcher.apply(op);
+        }
+        dispatcher.take_audit(); // written when the ops were first applied
+        journal.compact(&dispatcher)?;
         let transport = match &c.smtp {
             Some(smtp) => Transport_::Smtp(smtp.clone()),
             None => Transport_::Files(state_dir.join(&c.mail_dir)),
@@ -112,16 +144,17 @@ impl Notifier {
         let templates = Templates::load(c.templates.as_deref())?;
         let waiting = outbox.entries().len() as u64;
         let n = Notifier {
-            side: Mutex::new(Side { dispatcher: Dispatcher::new(state, notify.clone()), dirty: false }),
+            side: Mutex::new(Side { dispatcher, journal }),
             outbox: Mutex::new(outbox),
             outbox_dir,
             audit: Mutex::new(audit),
             templates,
             fallback: Templates::load(None)?,
             notify,
-            state_path,
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
             stats: NotifyStats::default(),
         };
         n.stats.outbox_waiting.store(waiting, Ordering::Relaxed);
@@ -136,48 +169,45 @@ impl Notifier {
     /// Hands over an alert raised by `engine` (with its id): routed and grouped now, mailed when due.
     pub fn alert(&self, alert: &Alert, alert_id: &str, engine: &Engine) {
         let notice = Notice::of_alert(alert, alert_id, engine);
-        let mut side = self.side();
-        side.dispatcher.accept(notice, wall_now());
-        side.dirty = true;
+        self.op(Op::Accept { notice: Box::new(notice), now: wall_now() });
     }
 
     /// Hands over a level fall (for resolved notices).
     pub fn fall(&self, fall: &Fall, engine: &Engine) {
-        let rule = &engine.rules().all[fall.rule].id;
-        let mut side = self.side();
-        side.dispatcher.fall(fall, &fall.entity.to_string(), rule, wall_now());
-        side.dirty = true;
+        let rule = engine.rules().all[fall.rule].id.clone();
+        let note = FallNote { to: fall.to, at: fall.at, value: fall.value, class: fall.class };
+        self.op(Op::Fall { entity_id: fall.entity.to_string(), rule, fall: note, now: wall_now() });
     }
 
-    /// Makes everything handed over so far durable: the dispatcher's state and the audit log. The daemon
-    /// calls it before each engine checkpoint.
+    /// Applies an op from the daemon thread; an error is kept for the next [`Notifier::sync`], which fails
+    /// (so no engine checkpoint covers an op that was not journaled).
+    fn op(&self, op: Op) {
+        let mut side = self.side();
+        if let Err(e) = side.apply(op, &self.audit) {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    }
+
+    /// Makes everything handed over so far durable: the journal and the audit log. The daemon calls it
+    /// before each engine checkpoint; it fails if an op could not be journaled or the notifier's thread
+    /// died.
     pub fn sync(&self) -> Result<(), NotifyError> {
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(NotifyError::Thread);
+        }
         let mut side = self.side();
-        self.persist(&mut side, true)
-    }
-
-    fn persist(&self, side: &mut Side, durable: bool) -> Result<(), NotifyError> {
-        let now = wall_now();
-        let lines = side.dispatcher.take_audit();
-        {
-            let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-            let ioe = |error| NotifyError::Io { path: "audit.jsonl".into(), error };
-            for line in &lines {
-                let who = match line {
-                    dispatch::Audit::SilenceAdded { author, .. } => author.as_str(),
-                    dispatch::Audit::SilenceExpired { by, .. } => by.as_str(),
-                    _ => "daemon",
-                };
-                audit.write(now, who, line).map_err(ioe)?;
-            }
-            audit.flush(durable).map_err(ioe)?;
+        side.journal.sync()?;
+        if side.journal.wants_compaction() {
+            let Side { dispatcher, journal } = &mut *side;
+            journal.compact(dispatcher)?;
         }
-        if side.dirty {
-            let json = serde_json::to_vec(&side.dispatcher.state).unwrap_or_default();
-            outbox::write_atomic(&self.state_path, &json)?;
-            side.dirty = false;
-        }
-        Ok(())
+        drop(side);
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.flush(true).map_err(|error| NotifyError::Io { path: "audit.jsonl".into(), error })
     }
 
     /// Writes an audit line now (rule reloads).
@@ -188,25 +218,45 @@ impl Notifier {
         }
     }
 
-    /// Turns the groups due at `now` into queued e-mails (all groups, with `everything`), then makes the
-    /// state durable. Returns the e-mails queued.
+    /// Turns the groups due at `now` (all groups, with `everything`) into e-mails, renders them and writes
+    /// them to the outbox without holding the dispatcher's lock, then records them as queued. An e-mail
+    /// that cannot be written stays in flight and is tried again at the next call. Returns the e-mails
+    /// queued.
     pub fn flush_due(&self, now: Ts, everything: bool) -> Result<usize, NotifyError> {
-        let mut side = self.side();
-        let mails = if everything { side.dispatcher.due_all(now) } else { side.dispatcher.due(now) };
-        if mails.is_empty() && !side.dirty && side.dispatcher.waiting() == 0 {
+        let mails: Vec<Mail> = {
+            let mut side = self.side();
+            let due = everything || side.dispatcher.next_due().is_some_and(|t| t <= now);
+            if due {
+                side.apply(Op::Flush { now, everything }, &self.audit)?;
+                // The e-mails' groups are gone from the state: durable before the e-mails can be sent.
+                side.journal.sync()?;
+            }
+            side.dispatcher.inflight().to_vec()
+        };
+        if mails.is_empty() {
             return Ok(0);
         }
+        let mut queued = Vec::new();
+        let mut result = Ok(());
         for mail in &mails {
-            self.queue(mail)?;
+            match self.queue(mail) {
+                Ok(()) => queued.push(mail.id.clone()),
+                Err(e) => {
+                    tracing::error!(mail = %mail.id, error = %e, "cannot queue an e-mail; it is tried again");
+                    result = Err(e);
+                }
+            }
         }
-        side.dirty |= !mails.is_empty();
-        self.persist(&mut side, true)?;
-        if !mails.is_empty() {
-            self.stats.queued.fetch_add(mails.len() as u64, Ordering::Relaxed);
+        if !queued.is_empty() {
+            let n = queued.len();
+            let mut side = self.side();
+            side.apply(Op::Commit { ids: queued }, &self.audit)?;
+            drop(side);
+            self.stats.queued.fetch_add(n as u64, Ordering::Relaxed);
             self.outbox.lock().unwrap_or_else(|p| p.into_inner()).changed();
             self.wake();
         }
-        Ok(mails.len())
+        result.map(|()| mails.len())
     }
 
     /// Renders and durably queues one e-mail.
@@ -218,8 +268,8 @@ impl Notifier {
             .find(|r| r.name == mail.receiver)
             .or_else(|| routes.iter().map(|r| r.get_ref()).find(|r| r.name == self.notify.routes[0].receiver));
         let Some(receiver) = receiver else {
-            // `check` guarantees the root's receiver exists.
-            return Ok(());
+            // `check` guarantees the root's receiver exists; a state from another configuration may not.
+            return Err(NotifyError::Receiver(mail.receiver.clone()));
         };
         let message = match self.templates.message(mail, &self.notify.config, receiver, self.notify.offset) {
             Ok(m) => m,
@@ -237,6 +287,8 @@ impl Notifier {
             to: envelope.to().iter().map(|a| a.to_string()).collect(),
             subject: message.headers().get_raw("Subject").unwrap_or_default().to_owned(),
             queued_at: mail.created,
+            delivered: Vec::new(),
+            refused: Vec::new(),
         };
         Outbox::queue(&self.outbox_dir, &entry, &message.formatted())?;
         Ok(())
@@ -246,9 +298,9 @@ impl Notifier {
     pub fn deliver(&self, now: Ts) -> outbox::Pass {
         let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines: Vec<String> = Vec::new();
-        let pass = outbox.send_due(now, &mut |d| lines.push(serde_json::to_string(d).unwrap_or_default()));
+        let pass = outbox.send_due(now, &self.stop, &mut |d| lines.push(serde_json::to_string(d).unwrap_or_default()));
         drop(outbox);
-        {
+        if !lines.is_empty() {
             let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
             for line in &lines {
                 let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
@@ -287,6 +339,14 @@ impl Notifier {
     }
 
     fn run(&self) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work()));
+        if result.is_err() {
+            tracing::error!("the notifier's thread panicked: no more e-mail; the daemon stops at its next checkpoint");
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    fn work(&self) {
         while !self.stop.load(Ordering::Acquire) {
             let now = wall_now();
             if let Err(error) = self.flush_due(now, false) {
@@ -317,15 +377,37 @@ impl Notifier {
         self.wake();
     }
 
-    /// The end of a finite input: every waiting group goes out now, and the outbox is tried once.
+    /// After the thread has stopped: folds the journal into a fresh snapshot, so the next start reads one
+    /// file (and `state.json` shows what waits).
+    pub fn close(&self) -> Result<(), NotifyError> {
+        let mut side = self.side();
+        let Side { dispatcher, journal } = &mut *side;
+        journal.compact(dispatcher)?;
+        drop(side);
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush(true)
+            .map_err(|error| NotifyError::Io { path: "audit.jsonl".into(), error })
+    }
+
+    /// The end of a finite input: every waiting group goes out now, and the outbox is tried once; what
+    /// is left waits in the outbox for the next start (logged).
     pub fn finish(&self) -> Result<(), NotifyError> {
         let now = wall_now();
         self.flush_due(now, true)?;
-        self.deliver(now);
+        let pass = self.deliver(now);
+        self.sync()?;
+        if pass.waiting > 0 {
+            tracing::warn!(
+                waiting = pass.waiting,
+                "e-mails not sent wait in the outbox; they are sent at the next start"
+            );
+        }
         Ok(())
     }
 
-    /// Silences: add.
+    /// Silences: add (durable before this returns).
     pub fn add_silence(
         &self,
         matchers: route::Matchers,
@@ -335,18 +417,22 @@ impl Notifier {
         ends_at: Ts,
     ) -> Result<String, String> {
         let mut side = self.side();
-        let id = side.dispatcher.add_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
-        side.dirty = true;
-        self.persist(&mut side, true).map_err(|e| e.to_string())?;
+        let silence = side.dispatcher.new_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
+        let id = silence.id.clone();
+        side.apply(Op::AddSilence { silence }, &self.audit).map_err(|e| e.to_string())?;
+        side.journal.sync().map_err(|e| e.to_string())?;
         Ok(id)
     }
 
-    /// Silences: expire.
+    /// Silences: expire (durable before this returns).
     pub fn expire_silence(&self, id: &str, by: &str) -> Result<(), String> {
         let mut side = self.side();
-        side.dispatcher.expire_silence(id, by, wall_now())?;
-        side.dirty = true;
-        self.persist(&mut side, true).map_err(|e| e.to_string())
+        if !side.dispatcher.has_silence(id) {
+            return Err(format!("no silence {id:?}"));
+        }
+        side.apply(Op::ExpireSilence { id: id.to_owned(), by: by.to_owned(), now: wall_now() }, &self.audit)
+            .map_err(|e| e.to_string())?;
+        side.journal.sync().map_err(|e| e.to_string())
     }
 
     /// Silences: list.

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::engine::{Alert, Engine, Fall, Profile};
+use super::dispatch::FallNote;
+use crate::engine::{Alert, Engine, Profile};
 use crate::event::{Class, Kind};
 use crate::rules::Action;
 use crate::time::Ts;
@@ -90,7 +91,7 @@ impl Notice {
     }
 
     /// The notice that `fall` resolves the level `standing` notified; `None` unless the level fell to none.
-    pub fn of_fall(fall: &Fall, standing: &Notice) -> Option<Notice> {
+    pub fn of_fall(fall: &FallNote, standing: &Notice) -> Option<Notice> {
         if fall.to.is_some() {
             return None;
         }

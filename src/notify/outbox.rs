@@ -38,6 +38,26 @@ pub struct Entry {
     pub subject: String,
     /// When it was queued (wall clock).
     pub queued_at: Ts,
+    /// Recipients the server has accepted it for (each recipient is sent its own copy, so that one bad
+    /// address does not hold up the others).
+    #[serde(default)]
+    pub delivered: Vec<String>,
+    /// Recipients the server refused for good (5xx to RCPT): logged as errors and not retried.
+    #[serde(default)]
+    pub refused: Vec<String>,
+}
+
+impl Entry {
+    fn pending(&self) -> impl Iterator<Item = &String> {
+        self.to.iter().filter(|r| !self.delivered.contains(r) && !self.refused.contains(r))
+    }
+}
+
+/// A failed attempt: what the server or the connection said, and whether the connection itself failed
+/// (then every other entry would fail alike, and the pass stops).
+struct Failure {
+    error: String,
+    connection: bool,
 }
 
 /// Why the outbox failed (the disk; sending failures are retried, not errors).
@@ -177,21 +197,32 @@ impl Outbox {
         self.retries.values().map(|r| r.next_at).min()
     }
 
-    /// Tries every entry that is due; `log` gets each attempt and result for the audit log.
-    pub fn send_due(&mut self, now: Ts, log: &mut dyn FnMut(&Delivery<'_>)) -> Pass {
+    /// Tries every entry that is due; `log` gets each attempt and result for the audit log. The pass stops
+    /// early when the connection fails (the others would wait out the same timeout), when `stop` is set,
+    /// or after [`MAX_PASS`], so that due groups keep being queued during an outage.
+    pub fn send_due(
+        &mut self,
+        now: Ts,
+        stop: &std::sync::atomic::AtomicBool,
+        log: &mut dyn FnMut(&Delivery<'_>),
+    ) -> Pass {
         let mut pass = Pass::default();
-        let entries = match self.cache.take() {
+        let mut entries = match self.cache.take() {
             Some(entries) => entries,
             None => self.entries(),
         };
+        let started = std::time::Instant::now();
         let mut smtp: Option<Result<SmtpTransport, String>> = None;
-        for entry in &entries {
+        let mut cut = false;
+        for entry in &mut entries {
             let retry = self.retries.get(&entry.id).copied().unwrap_or_default();
-            if retry.next_at > now {
+            if cut || retry.next_at > now {
                 pass.waiting += 1;
                 continue;
             }
-            if now - entry.queued_at >= self.give_up_after {
+            // Given up only after at least one attempt since this start (a long downtime alone is not a
+            // reason), and once the time is up.
+            if retry.attempts > 0 && now.saturating_sub(entry.queued_at) >= self.give_up_after {
                 self.give_up(entry, retry.attempts, log);
                 pass.dead += 1;
                 continue;
@@ -204,21 +235,20 @@ impl Outbox {
                 to: &entry.to,
                 attempt,
             });
-            let result = self.send(entry, &mut smtp);
-            match result {
+            match self.send(entry, &mut smtp, log) {
                 Ok(via) => {
                     log(&Delivery::Sent {
                         mail: &entry.id,
                         message_id: &entry.message_id,
                         receiver: &entry.receiver,
-                        to: &entry.to,
+                        to: &entry.delivered,
                         via,
                     });
                     self.retries.remove(&entry.id);
                     self.remove(entry);
                     pass.sent += 1;
                 }
-                Err(error) => {
+                Err(Failure { error, connection }) => {
                     let wait = self.backoff(attempt);
                     tracing::warn!(mail = %entry.id, receiver = %entry.receiver, attempt, retry_in_secs = wait, %error, "e-mail not sent; will retry");
                     log(&Delivery::Failed {
@@ -232,21 +262,14 @@ impl Outbox {
                     self.retries.insert(entry.id.clone(), Retry { attempts: attempt, next_at: now + wait });
                     pass.failed += 1;
                     pass.waiting += 1;
-                    // A connection-level failure fails every entry alike: try the others next time.
-                    if smtp.as_ref().is_some_and(|s| s.is_err()) {
-                        break;
-                    }
+                    cut |= connection;
                 }
             }
+            cut |= stop.load(std::sync::atomic::Ordering::Acquire) || started.elapsed() > MAX_PASS;
         }
-        let done: std::collections::HashSet<&str> = entries
-            .iter()
-            .filter(|e| !self.dir.join(format!("{}.json", e.id)).exists())
-            .map(|e| e.id.as_str())
-            .collect();
-        let left: Vec<Entry> = entries.iter().filter(|e| !done.contains(e.id.as_str())).cloned().collect();
-        self.retries.retain(|id, _| left.iter().any(|e| e.id == *id));
-        self.cache = Some(left);
+        entries.retain(|e| self.dir.join(format!("{}.json", e.id)).exists());
+        self.retries.retain(|id, _| entries.iter().any(|e| e.id == *id));
+        self.cache = Some(entries);
         pass
     }
 
@@ -258,20 +281,53 @@ impl Outbox {
         (base - jitter).max(1)
     }
 
-    fn send(&self, entry: &Entry, smtp: &mut Option<Result<SmtpTransport, String>>) -> Result<&'static str, String> {
+    /// Sends `entry` to each recipient still pending, recording each acceptance (and each recipient refused
+    /// for good) in its envelope file as it happens.
+    fn send(
+        &self,
+        entry: &mut Entry,
+        smtp: &mut Option<Result<SmtpTransport, String>>,
+        log: &mut dyn FnMut(&Delivery<'_>),
+    ) -> Result<&'static str, Failure> {
+        let whole = |error: String| Failure { error, connection: false };
         let eml_path = self.dir.join(format!("{}.eml", entry.id));
-        let eml = fs::read(&eml_path).map_err(|e| format!("{}: {e}", eml_path.display()))?;
+        let eml = fs::read(&eml_path).map_err(|e| whole(format!("{}: {e}", eml_path.display())))?;
         match &self.transport {
             Transport_::Files(dir) => {
-                write_atomic(&dir.join(format!("{}.eml", entry.id)), &eml).map_err(|e| e.to_string())?;
+                write_atomic(&dir.join(format!("{}.eml", entry.id)), &eml).map_err(|e| whole(e.to_string()))?;
+                entry.delivered = entry.to.clone();
                 Ok("file")
             }
             Transport_::Smtp(config) => {
-                let transport = smtp.get_or_insert_with(|| smtp_transport(config)).as_ref().map_err(Clone::clone)?;
-                let parse = |a: &String| a.parse::<Address>().map_err(|e| format!("address {a:?}: {e}"));
-                let to = entry.to.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
-                let envelope = Envelope::new(Some(parse(&entry.from)?), to).map_err(|e| e.to_string())?;
-                transport.send_raw(&envelope, &eml).map_err(|e| smtp_error(&e))?;
+                let transport = smtp
+                    .get_or_insert_with(|| smtp_transport(config))
+                    .as_ref()
+                    .map_err(|e| Failure { error: e.clone(), connection: true })?;
+                let parse = |a: &String| a.parse::<Address>().map_err(|e| whole(format!("address {a:?}: {e}")));
+                let from = parse(&entry.from)?;
+                let pending: Vec<String> = entry.pending().cloned().collect();
+                for rcpt in pending {
+                    let envelope =
+                        Envelope::new(Some(from.clone()), vec![parse(&rcpt)?]).map_err(|e| whole(e.to_string()))?;
+                    match transport.send_raw(&envelope, &eml) {
+                        Ok(_) => entry.delivered.push(rcpt),
+                        Err(e) if recipient_refused(&e) => {
+                            let error = smtp_error(&e);
+                            tracing::error!(mail = %entry.id, receiver = %entry.receiver, recipient = %rcpt, %error, "recipient refused by the server: not retried (fix the receiver's address)");
+                            log(&Delivery::RecipientRefused {
+                                mail: &entry.id,
+                                message_id: &entry.message_id,
+                                recipient: &rcpt,
+                                error: &error,
+                            });
+                            entry.refused.push(rcpt);
+                        }
+                        Err(e) => return Err(Failure { error: smtp_error(&e), connection: !e.is_response() }),
+                    }
+                    let json = serde_json::to_vec_pretty(&*entry).unwrap_or_default();
+                    write_atomic(&self.dir.join(format!("{}.json", entry.id)), &json)
+                        .map_err(|e| whole(e.to_string()))?;
+                }
                 Ok("smtp")
             }
         }
@@ -309,6 +365,14 @@ impl Outbox {
     }
 }
 
+/// The longest an outbox pass runs before the notifier queues due groups again.
+pub const MAX_PASS: Duration = Duration::from_secs(30);
+
+/// Whether the server refused the recipient itself, for good (550-553): other failures are retried.
+fn recipient_refused(e: &lettre::transport::smtp::Error) -> bool {
+    e.is_permanent() && e.status().is_some_and(|c| matches!(c.to_string().as_str(), "550" | "551" | "552" | "553"))
+}
+
 /// An SMTP error with what an operator needs: the server's reply when there is one.
 fn smtp_error(e: &lettre::transport::smtp::Error) -> String {
     let mut s = e.to_string();
@@ -318,8 +382,8 @@ fn smtp_error(e: &lettre::transport::smtp::Error) -> String {
         s.push_str(&inner.to_string());
         source = inner.source();
     }
-    if e.is_permanent() {
-        s.push_str(" (permanent reply; retried anyway until give_up_after_secs: a login or recipient problem needs an operator)");
+    if e.is_permanent() && !recipient_refused(e) {
+        s.push_str(" (permanent reply; retried anyway until give_up_after_secs: a login problem needs an operator)");
     }
     s
 }

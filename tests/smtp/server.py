@@ -188,10 +188,18 @@ class Maildir:
 
 class Handler:
     def __init__(self, maildir: Optional[Maildir], fail_file: Optional[str],
-                 delay_data_secs: float) -> None:
+                 delay_data_secs: float, refuse_rcpt=()) -> None:
         self.maildir = maildir
         self.fail_file = fail_file
         self.delay = delay_data_secs
+        self.refuse_rcpt = set(refuse_rcpt)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse_rcpt:
+            log.info("refusing recipient %s", address)
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.fail_file and os.path.exists(self.fail_file):
@@ -276,6 +284,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fail-file",
                    help="while this file exists, DATA gets 451")
     p.add_argument("--delay-data-secs", type=float, default=0.0)
+    p.add_argument("--refuse-rcpt", action="append", default=[],
+                   help="answer 550 to RCPT TO this address (repeatable)")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="log to stderr (-v info, -vv debug)")
     a = p.parse_args(argv)
@@ -296,7 +306,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 async def serve(a: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     maildir = Maildir(a.maildir) if a.maildir else None
-    handler = Handler(maildir, a.fail_file, a.delay_data_secs)
+    handler = Handler(maildir, a.fail_file, a.delay_data_secs, a.refuse_rcpt)
     ctx = _tls_context(a.tls_cert, a.tls_key) if a.tls_cert else None
     starttls_ctx = None if a.implicit_tls else ctx
     listen_ssl = ctx if a.implicit_tls else None
