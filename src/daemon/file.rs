@@ -131,6 +131,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     }
     checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;
     if ended && let Some(notifier) = handle.notifier() {
+        tracing::info!("input ended: sending what waits");
         // The whole input is read: what waits in groups goes out now, and the outbox is tried once.
         notifier.finish()?;
     }

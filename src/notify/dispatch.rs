@@ -211,6 +211,8 @@ pub struct Counts {
 pub struct Dispatcher {
     pub state: State,
     seen: HashSet<String>,
+    /// Keys of the groups holding notices of each entity (inhibition looks there, not at every group).
+    waiting_in: std::collections::HashMap<String, HashSet<String>>,
     notify: std::sync::Arc<Notify>,
     audit: Vec<Audit>,
 }
@@ -222,7 +224,13 @@ fn hash(parts: &[&str]) -> String {
 impl Dispatcher {
     pub fn new(state: State, notify: std::sync::Arc<Notify>) -> Dispatcher {
         let seen = state.seen.iter().cloned().collect();
-        Dispatcher { state, seen, notify, audit: Vec::new() }
+        let mut waiting_in: std::collections::HashMap<String, HashSet<String>> = Default::default();
+        for (key, g) in &state.groups {
+            for n in &g.pending {
+                waiting_in.entry(n.entity_id.clone()).or_default().insert(key.clone());
+            }
+        }
+        Dispatcher { state, seen, waiting_in, notify, audit: Vec::new() }
     }
 
     /// Swaps in a new configuration (groups of routes that no longer exist go to the root's receiver).
@@ -346,7 +354,9 @@ impl Dispatcher {
         }
         if notice.status != Status::Resolved {
             let mut inhibited_by = None;
-            for g in self.state.groups.values_mut().filter(|g| g.receiver == receiver) {
+            let keys = self.waiting_in.get(&notice.entity_id).cloned().unwrap_or_default();
+            for key in keys {
+                let Some(g) = self.state.groups.get_mut(&key).filter(|g| g.receiver == receiver) else { continue };
                 let mut withdrawn = Vec::new();
                 g.pending.retain(|p| {
                     let lower =
@@ -363,6 +373,11 @@ impl Dispatcher {
                     self.state.counts.inhibited += 1;
                     self.audit.push(Audit::Inhibited { id, receiver: g.receiver.clone(), by: notice.id.clone() });
                 }
+                if !g.pending.iter().any(|p| p.entity_id == notice.entity_id)
+                    && let Some(set) = self.waiting_in.get_mut(&notice.entity_id)
+                {
+                    set.remove(&key);
+                }
             }
             if let Some(by) = inhibited_by {
                 self.state.counts.inhibited += 1;
@@ -374,6 +389,7 @@ impl Dispatcher {
         let mut parts = vec![r.to_string(), receiver.clone()];
         parts.extend(labels.iter().map(|s| s.to_string()));
         let key = hash(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+        self.waiting_in.entry(notice.entity_id.clone()).or_default().insert(key.clone());
         let group = self.state.groups.entry(key).or_insert_with(|| Group {
             route: r,
             receiver,
@@ -443,6 +459,15 @@ impl Dispatcher {
             if !everything && let Some(end) = mute_end(&notify, route, now) {
                 g.flush_at = Some(end.max(at));
                 continue;
+            }
+            // Every notice leaves the group now (in the e-mail, or silenced).
+            for n in &g.pending {
+                if let Some(set) = self.waiting_in.get_mut(&n.entity_id) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.waiting_in.remove(&n.entity_id);
+                    }
+                }
             }
             // A silence added while the notices waited applies too.
             g.pending.retain(|n| {

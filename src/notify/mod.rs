@@ -248,6 +248,8 @@ impl Notifier {
             }
         }
         if !queued.is_empty() {
+            // One folder sync makes the batch's names durable before the batch is recorded as queued.
+            outbox::sync_dir(&self.outbox_dir)?;
             let n = queued.len();
             let mut side = self.side();
             side.apply(Op::Commit { ids: queued }, &self.audit)?;

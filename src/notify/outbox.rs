@@ -74,12 +74,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
 
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+    write_file(path, bytes)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes `bytes` to `path` atomically, its content durable; the name is durable once the caller syncs the
+/// folder ([`sync_dir`]), which a batch of writes does once.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    f.sync_data().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
@@ -155,13 +161,13 @@ impl Outbox {
         &self.dir
     }
 
-    /// Queues an e-mail in outbox folder `dir`: its bytes, then its envelope, each durable before this
-    /// returns. Queuing the same id again replaces the entry (the bytes are the same but for the Date of
-    /// a mail made again after a crash).
+    /// Queues an e-mail in outbox folder `dir`: its bytes, then its envelope, each written and synced
+    /// (the caller syncs the folder once for a batch). Queuing the same id again replaces the entry (the
+    /// bytes are the same but for the Date of a mail made again after a crash).
     pub fn queue(dir: &Path, entry: &Entry, eml: &[u8]) -> Result<(), OutboxError> {
-        write_atomic(&dir.join(format!("{}.eml", entry.id)), eml)?;
+        write_file(&dir.join(format!("{}.eml", entry.id)), eml)?;
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        write_atomic(&dir.join(format!("{}.json", entry.id)), &json)
+        write_file(&dir.join(format!("{}.json", entry.id)), &json)
     }
 
     /// Entries queued, oldest first.
@@ -214,7 +220,8 @@ impl Outbox {
         let started = std::time::Instant::now();
         let mut smtp: Option<Result<SmtpTransport, String>> = None;
         let mut cut = false;
-        for entry in &mut entries {
+        let mut sent: Vec<usize> = Vec::new();
+        for (i, entry) in entries.iter_mut().enumerate() {
             let retry = self.retries.get(&entry.id).copied().unwrap_or_default();
             if cut || retry.next_at > now {
                 pass.waiting += 1;
@@ -245,7 +252,7 @@ impl Outbox {
                         via,
                     });
                     self.retries.remove(&entry.id);
-                    self.remove(entry);
+                    sent.push(i);
                     pass.sent += 1;
                 }
                 Err(Failure { error, connection }) => {
@@ -266,6 +273,20 @@ impl Outbox {
                 }
             }
             cut |= stop.load(std::sync::atomic::Ordering::Acquire) || started.elapsed() > MAX_PASS;
+        }
+        // Sent entries leave the outbox once what was sent is durable: the .eml files of the embedded
+        // default are synced (one folder sync for the pass) before the entries are removed.
+        if let (Transport_::Files(dir), false) = (&self.transport, sent.is_empty())
+            && let Err(error) = sync_dir(dir)
+        {
+            tracing::error!(%error, "cannot sync the mail folder; the e-mails stay in the outbox");
+            sent.clear();
+        }
+        for &i in &sent {
+            self.remove(&entries[i]);
+        }
+        if !sent.is_empty() {
+            let _ = sync_dir(&self.dir);
         }
         entries.retain(|e| self.dir.join(format!("{}.json", e.id)).exists());
         self.retries.retain(|id, _| entries.iter().any(|e| e.id == *id));
@@ -294,7 +315,7 @@ impl Outbox {
         let eml = fs::read(&eml_path).map_err(|e| whole(format!("{}: {e}", eml_path.display())))?;
         match &self.transport {
             Transport_::Files(dir) => {
-                write_atomic(&dir.join(format!("{}.eml", entry.id)), &eml).map_err(|e| whole(e.to_string()))?;
+                write_file(&dir.join(format!("{}.eml", entry.id)), &eml).map_err(|e| whole(e.to_string()))?;
                 entry.delivered = entry.to.clone();
                 Ok("file")
             }
@@ -325,7 +346,7 @@ impl Outbox {
                         Err(e) => return Err(Failure { error: smtp_error(&e), connection: !e.is_response() }),
                     }
                     let json = serde_json::to_vec_pretty(&*entry).unwrap_or_default();
-                    write_atomic(&self.dir.join(format!("{}.json", entry.id)), &json)
+                    write_file(&self.dir.join(format!("{}.json", entry.id)), &json)
                         .map_err(|e| whole(e.to_string()))?;
                 }
                 Ok("smtp")
@@ -340,7 +361,6 @@ impl Outbox {
                 tracing::error!(path = %path.display(), %error, "cannot remove a sent e-mail from the outbox");
             }
         }
-        let _ = sync_dir(&self.dir);
     }
 
     fn give_up(&mut self, entry: &Entry, attempts: u32, log: &mut dyn FnMut(&Delivery<'_>)) {
