@@ -27,7 +27,7 @@ pub const MAX_REQUEST: u64 = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Add {
-        matchers: Matchers,
+        matchers: Box<Matchers>,
         author: String,
         comment: String,
         #[serde(default)]
@@ -80,7 +80,7 @@ pub fn handle(notifier: &Notifier, request: Request) -> Response {
             let result = (|| {
                 let starts = starts_at.as_deref().map(parse).transpose()?.unwrap_or(now);
                 let ends = parse(&ends_at)?;
-                notifier.add_silence(matchers, author, comment, starts, ends)
+                notifier.add_silence(*matchers, author, comment, starts, ends)
             })();
             match result {
                 Ok(id) => Response { ok: true, id: Some(id), ..Default::default() },

@@ -133,7 +133,10 @@ pub fn render_email(config: Option<&Path>, digest: bool, part: Part) -> anyhow::
         Part::Html => println!("{}", templates.render_parts(&mail, offset)?.2),
         Part::Eml => {
             let (from, receiver) = match &notify {
-                Some(n) => (n.config.clone(), n.config.receivers[0].get_ref().clone()),
+                Some(n) => match n.config.receivers.first() {
+                    Some(r) => (n.config.clone(), r.get_ref().clone()),
+                    None => bail!("no receivers in [notify]"),
+                },
                 None => bail!("--part eml needs --config (From and the receiver's addresses)"),
             };
             let message = templates.message(&mail, &from, &receiver, offset)?;
@@ -326,7 +329,7 @@ pub fn silence(cmd: &SilenceCommand) -> anyhow::Result<bool> {
                 _ => bail!("give --duration or --ends-at"),
             };
             let request = Request::Add {
-                matchers: parse_matchers(matchers)?,
+                matchers: Box::new(parse_matchers(matchers)?),
                 author: author(who),
                 comment: comment.clone(),
                 starts_at: None,

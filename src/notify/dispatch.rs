@@ -74,7 +74,7 @@ pub enum Op {
         ids: Vec<String>,
     },
     AddSilence {
-        silence: Silence,
+        silence: Box<Silence>,
     },
     ExpireSilence {
         id: String,
@@ -254,7 +254,7 @@ impl Dispatcher {
             Op::Fall { entity_id, rule, fall, now } => self.fall(fall, entity_id, rule, *now),
             Op::Flush { now, everything } => self.flush(*now, *everything),
             Op::Commit { ids } => self.commit(ids),
-            Op::AddSilence { silence } => self.add_silence(silence.clone()),
+            Op::AddSilence { silence } => self.add_silence((**silence).clone()),
             Op::ExpireSilence { id, by, now } => self.expire_silence(id, by, *now),
         }
         self.state.seq += 1;
@@ -455,6 +455,8 @@ impl Dispatcher {
         let mut audit = Vec::new();
         for (key, g) in self.state.groups.iter_mut() {
             let Some(at) = g.flush_at.filter(|&at| everything || at <= now) else { continue };
+            // A group of a route the configuration no longer has is sent under the root (`check` always
+            // makes the root route 0).
             let route = notify.routes.get(g.route).unwrap_or(&notify.routes[0]);
             if !everything && let Some(end) = mute_end(&notify, route, now) {
                 g.flush_at = Some(end.max(at));

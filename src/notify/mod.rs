@@ -111,6 +111,8 @@ pub struct Notifier {
     failed: AtomicBool,
     /// An error met on the daemon thread's path (a journal write), reported at the next sync.
     error: Mutex<Option<NotifyError>>,
+    /// Held by [`Notifier::flush_due`]: the notifier's thread and `finish` never write the same e-mail at once.
+    flushing: Mutex<()>,
     pub stats: NotifyStats,
 }
 
@@ -155,6 +157,7 @@ impl Notifier {
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
+            flushing: Mutex::new(()),
             stats: NotifyStats::default(),
         };
         n.stats.outbox_waiting.store(waiting, Ordering::Relaxed);
@@ -223,6 +226,7 @@ impl Notifier {
     /// that cannot be written stays in flight and is tried again at the next call. Returns the e-mails
     /// queued.
     pub fn flush_due(&self, now: Ts, everything: bool) -> Result<usize, NotifyError> {
+        let _single = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let mails: Vec<Mail> = {
             let mut side = self.side();
             let due = everything || side.dispatcher.next_due().is_some_and(|t| t <= now);
@@ -421,7 +425,7 @@ impl Notifier {
         let mut side = self.side();
         let silence = side.dispatcher.new_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
         let id = silence.id.clone();
-        side.apply(Op::AddSilence { silence }, &self.audit).map_err(|e| e.to_string())?;
+        side.apply(Op::AddSilence { silence: Box::new(silence) }, &self.audit).map_err(|e| e.to_string())?;
         side.journal.sync().map_err(|e| e.to_string())?;
         Ok(id)
     }

@@ -107,7 +107,7 @@ impl Ops for Dispatcher {
     ) -> Result<String, String> {
         let silence = self.new_silence(m, author.into(), comment.into(), from, to, now)?;
         let id = silence.id.clone();
-        self.apply(&Op::AddSilence { silence });
+        self.apply(&Op::AddSilence { silence: Box::new(silence) });
         Ok(id)
     }
     fn expire(&mut self, id: &str, by: &str, now: Ts) {
