@@ -191,6 +191,11 @@ fn wait_for_alerts(bootstrap: &str, n: usize, limit: Duration) -> Vec<String> {
 }
 
 fn write_config(dir: &Path, bootstrap: &str) -> std::path::PathBuf {
+    write_config_with(dir, bootstrap, "")
+}
+
+/// [`write_config`] with more sections (`extra`).
+fn write_config_with(dir: &Path, bootstrap: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     let text = format!(
         r#"
@@ -214,6 +219,7 @@ poll_ms = 50
 [kafka.consumer_options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+{extra}
 "#,
         rules = default_rules_dir().display(),
         state = dir.join("state").display(),
@@ -328,7 +334,19 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("daemon.log");
     let lines = Arc::new(stream(23, 60_000));
-    let config = write_config(dir.path(), &bootstrap);
+    // With e-mail notifications (the embedded default: .eml files), which must lose nothing either.
+    let notify = r#"
+[notify]
+from = "预警 <alerts@amr.example.cn>"
+[[notify.receivers]]
+name = "reg"
+to = ["reg@amr.example.cn"]
+[notify.route]
+receiver = "reg"
+group_wait_secs = 1
+group_interval_secs = 1
+"#;
+    let config = write_config_with(dir.path(), &bootstrap, notify);
     let (want, _) = expected(&lines);
 
     // The stream arrives in chunks while the daemon is killed (SIGKILL: no checkpoint, no commit) at random
@@ -364,6 +382,47 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let text = std::fs::read_to_string(&log).unwrap();
     let restores = text.matches("state restored from checkpoint").count();
     assert!(restores >= kills, "restarts restore state ({restores} restores); the log:\n{text}");
+
+    // Every alert of the topic was mailed, or withdrawn by a higher one (audited), or still waits: in a
+    // group, in flight, or in the outbox (sent at the next start).
+    let state = dir.path().join("state");
+    let mut kept = std::collections::HashSet::new();
+    let emls = std::fs::read_dir(state.join("mail"))
+        .unwrap()
+        .chain(std::fs::read_dir(state.join("notify/outbox")).unwrap())
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "eml"));
+    for f in emls {
+        let eml = std::fs::read_to_string(f.path()).unwrap();
+        let mut lines = eml.lines().skip_while(|l| !l.starts_with("X-Credit-Sentinel-Alerts:"));
+        let first = lines.next().unwrap_or_default().trim_start_matches("X-Credit-Sentinel-Alerts:").to_owned();
+        let rest: String = lines.take_while(|l| l.starts_with([' ', '\t'])).collect();
+        kept.extend((first + &rest).split_whitespace().map(str::to_owned));
+    }
+    for l in std::fs::read_to_string(state.join("notify/audit.jsonl")).unwrap().lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+            && v["event"] == "inhibited"
+        {
+            kept.insert(v["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("notify/state.json")).unwrap()).unwrap();
+    let pending = snapshot["groups"].as_object().unwrap().values().map(|g| &g["pending"]);
+    for notices in pending.chain(snapshot["inflight"].as_array().unwrap().iter().map(|m| &m["notices"])) {
+        kept.extend(notices.as_array().unwrap().iter().map(|n| n["alert_id"].as_str().unwrap().to_owned()));
+    }
+    for record in &got {
+        let v: serde_json::Value = serde_json::from_str(record).unwrap();
+        let id = v["alert_id"].as_str().unwrap();
+        if !kept.contains(id) {
+            let audit = std::fs::read_to_string(state.join("notify/audit.jsonl")).unwrap();
+            let entity = v["entity_id"].as_str().unwrap();
+            let related: Vec<&str> = audit.lines().filter(|l| l.contains(id) || l.contains(entity)).collect();
+            let dir = dir.keep();
+            panic!("alert {id} was neither mailed, inhibited nor waiting ({}); record {record}\naudit:\n{}", dir.display(), related.join("\n"));
+        }
+    }
 }
 
 #[test]

@@ -79,12 +79,15 @@ impl Journal {
         Ok((state, ops, journal))
     }
 
-    /// Appends an op applied as number `seq` (buffered; durable at the next [`Journal::sync`]).
+    /// Appends an op applied as number `seq`, written to the file at once (a killed process loses none);
+    /// durable against a power loss at the next [`Journal::sync`].
     pub fn append(&mut self, seq: u64, op: &Op) -> Result<(), NotifyError> {
         let mut line = serde_json::to_vec(&LineOut { seq, op }).unwrap_or_default();
         line.push(b'\n');
         self.bytes += line.len() as u64;
-        self.file.write_all(&line).map_err(io(&self.dir.join("journal.jsonl")))
+        let path = self.dir.join("journal.jsonl");
+        self.file.write_all(&line).map_err(io(&path))?;
+        self.file.flush().map_err(io(&path))
     }
 
     /// Makes every op appended so far durable.

@@ -74,24 +74,27 @@ struct Side {
 }
 
 impl Side {
-    /// Applies `op`, journals it and writes its audit lines.
+    /// Applies `op`, writes its audit lines, then journals it: both reach the file at once (a process killed
+    /// right after loses neither; `sync` makes them survive a power loss too). An audit line whose op was
+    /// not journaled is written again when the op is applied again after a restart; never the reverse.
     fn apply(&mut self, op: Op, audit: &Mutex<audit::AuditLog>) -> Result<(), NotifyError> {
         self.dispatcher.apply(&op);
-        self.journal.append(self.dispatcher.state.seq, &op)?;
         let lines = self.dispatcher.take_audit();
         if !lines.is_empty() {
             let now = wall_now();
             let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
+            let io = |error| NotifyError::Io { path: "audit.jsonl".into(), error };
             for line in &lines {
                 let who = match line {
                     dispatch::Audit::SilenceAdded { author, .. } => author.as_str(),
                     dispatch::Audit::SilenceExpired { by, .. } => by.as_str(),
                     _ => "daemon",
                 };
-                audit.write(now, who, line).map_err(|error| NotifyError::Io { path: "audit.jsonl".into(), error })?;
+                audit.write(now, who, line).map_err(io)?;
             }
+            audit.flush(false).map_err(io)?;
         }
-        Ok(())
+        self.journal.append(self.dispatcher.state.seq, &op)
     }
 }
 
