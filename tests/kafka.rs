@@ -420,7 +420,11 @@ group_interval_secs = 1
             let entity = v["entity_id"].as_str().unwrap();
             let related: Vec<&str> = audit.lines().filter(|l| l.contains(id) || l.contains(entity)).collect();
             let dir = dir.keep();
-            panic!("alert {id} was neither mailed, inhibited nor waiting ({}); record {record}\naudit:\n{}", dir.display(), related.join("\n"));
+            panic!(
+                "alert {id} was neither mailed, inhibited nor waiting ({}); record {record}\naudit:\n{}",
+                dir.display(),
+                related.join("\n")
+            );
         }
     }
 }

@@ -145,17 +145,16 @@ impl Task {
         let rules = self.engine.rules().clone();
         let falls = self.engine.take_falls();
         let notifier = self.notifier.as_ref().filter(|_| notify);
-        let shadow = |rule: usize| rules.all[rule].state == crate::rules::RuleState::Shadow;
         // The notifier gets rises and falls in the order they were evaluated (by instant): one call can
         // see a level fall at one instant and rise again at a later one.
         let mut falls = falls.iter().peekable();
         for alert in &raised {
             let record = AlertRecord::new(alert, &rules);
             if let Some(n) = notifier {
+                // Falls of every rule, shadow ones included: a level notified before its rule became a shadow
+                // one must still be resolved (the notifier ignores falls of levels it never notified).
                 while let Some(fall) = falls.next_if(|f| f.at < alert.at) {
-                    if !shadow(fall.rule) {
-                        n.fall(fall, &self.engine);
-                    }
+                    n.fall(fall, &self.engine);
                 }
                 if !record.shadow {
                     n.alert(alert, &record.alert_id, &self.engine);
@@ -170,7 +169,7 @@ impl Task {
             self.out.push(Output { alert_id: record.alert_id, entity_id: record.entity_id, json });
         }
         if let Some(n) = notifier {
-            for fall in falls.filter(|f| !shadow(f.rule)) {
+            for fall in falls {
                 n.fall(fall, &self.engine);
             }
         }

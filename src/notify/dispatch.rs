@@ -172,12 +172,12 @@ struct Group {
     last_flush: Option<Ts>,
 }
 
-/// A level notified on routes that repeat it or resolve it: only those routes, only where it was queued.
+/// A level notified on routes that repeat it or resolve it: only those routes, only where it was queued,
+/// each with when it was last notified there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Standing {
     notice: Notice,
-    routes: Vec<usize>,
-    notified_at: Ts,
+    routes: Vec<(usize, Ts)>,
 }
 
 /// Everything the dispatcher keeps: persisted as one JSON document.
@@ -272,7 +272,7 @@ impl Dispatcher {
         for r in route(&self.notify.routes, &notice) {
             let follow = self.notify.routes.get(r).is_some_and(|r| r.repeat_after.is_some() || r.send_resolved);
             if self.enqueue(notice.clone(), r, now) && follow {
-                kept.push(r);
+                kept.push((r, now));
             }
         }
         let key = standing_key(&notice);
@@ -280,7 +280,7 @@ impl Dispatcher {
             // A rise on no following route replaces what an earlier rise left standing.
             self.state.standing.remove(&key);
         } else {
-            self.state.standing.insert(key, Standing { notice, routes: kept, notified_at: now });
+            self.state.standing.insert(key, Standing { notice, routes: kept });
         }
     }
 
@@ -303,7 +303,7 @@ impl Dispatcher {
                 let routes: Vec<usize> = standing
                     .routes
                     .iter()
-                    .copied()
+                    .map(|&(r, _)| r)
                     .filter(|&r| self.notify.routes.get(r).is_some_and(|r| r.send_resolved))
                     .collect();
                 if routes.is_empty() {
@@ -412,12 +412,10 @@ impl Dispatcher {
     /// The next instant something is due (a group, a repeat), if any.
     pub fn next_due(&self) -> Option<Ts> {
         let groups = self.state.groups.values().filter_map(|g| g.flush_at);
-        let repeats = self.state.standing.values().filter_map(|s| {
-            s.routes
-                .iter()
-                .filter_map(|&r| self.notify.routes.get(r).and_then(|r| r.repeat_after))
-                .min()
-                .map(|after| s.notified_at.saturating_add(after))
+        let repeats = self.state.standing.values().flat_map(|s| {
+            s.routes.iter().filter_map(|&(r, at)| {
+                self.notify.routes.get(r).and_then(|r| r.repeat_after).map(|after| at.saturating_add(after))
+            })
         });
         groups.chain(repeats).min()
     }
@@ -429,9 +427,10 @@ impl Dispatcher {
 
     /// The e-mails with these ids are in the outbox.
     fn commit(&mut self, ids: &[String]) {
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut audit = Vec::new();
         self.state.inflight.retain(|m| {
-            let done = ids.contains(&m.id);
+            let done = ids.contains(m.id.as_str());
             if done {
                 audit.push(Audit::Queued {
                     mail: m.id.clone(),
@@ -516,17 +515,15 @@ impl Dispatcher {
         let notify = self.notify.clone();
         let mut again = Vec::new();
         for s in self.state.standing.values_mut() {
-            for &r in &s.routes {
-                let Some(after) = notify.routes.get(r).and_then(|r| r.repeat_after) else { continue };
-                if now >= s.notified_at.saturating_add(after) {
+            for (r, at) in &mut s.routes {
+                let Some(after) = notify.routes.get(*r).and_then(|r| r.repeat_after) else { continue };
+                if now >= at.saturating_add(after) {
                     let mut n = s.notice.clone();
                     n.status = Status::Repeat;
-                    n.id = hash(&[&s.notice.alert_id, "repeat", &now.to_string()]);
-                    again.push((n, r));
+                    n.id = hash(&[&s.notice.alert_id, "repeat", &r.to_string(), &now.to_string()]);
+                    again.push((n, *r));
+                    *at = now;
                 }
-            }
-            if again.last().is_some_and(|(n, _)| n.alert_id == s.notice.alert_id) {
-                s.notified_at = now;
             }
         }
         for (n, r) in again {

@@ -8,7 +8,7 @@
 //! middle of an append) ends the replay.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,16 +57,40 @@ impl Journal {
         };
         let path = dir.join("journal.jsonl");
         let mut ops = Vec::new();
-        match File::open(&path) {
-            Ok(f) => {
-                for (n, line) in BufReader::new(f).lines().enumerate() {
-                    let line = line.map_err(io(&path))?;
-                    match serde_json::from_str::<LineIn>(&line) {
-                        Ok(l) if l.seq > state.seq => ops.push(l.op),
-                        Ok(_) => {}
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let records: Vec<&[u8]> = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+                let mut next = state.seq + 1;
+                for (n, record) in records.iter().enumerate() {
+                    match serde_json::from_slice::<LineIn>(record) {
+                        Ok(l) if l.seq < next => {}
+                        Ok(l) if l.seq == next => {
+                            ops.push(l.op);
+                            next += 1;
+                        }
+                        Ok(l) => {
+                            return Err(NotifyError::State {
+                                path: path.display().to_string(),
+                                error: format!(
+                                    "line {}: op {} follows op {} (a gap: the journal is damaged)",
+                                    n + 1,
+                                    l.seq,
+                                    next - 1
+                                ),
+                            });
+                        }
+                        // A process killed in the middle of an append leaves a torn last record.
+                        Err(error) if n + 1 == records.len() => {
+                            tracing::warn!(path = %path.display(), line = n + 1, %error, "the journal ends with a torn record (a crash while appending): ignored");
+                        }
                         Err(error) => {
-                            tracing::warn!(path = %path.display(), line = n + 1, %error, "journal ends with a torn line (a crash while appending): ignored");
-                            break;
+                            return Err(NotifyError::State {
+                                path: path.display().to_string(),
+                                error: format!(
+                                    "line {}: {error} (a damaged record in the middle of the journal)",
+                                    n + 1
+                                ),
+                            });
                         }
                     }
                 }
@@ -109,12 +133,13 @@ impl Journal {
         write_atomic(&self.dir.join("state.json"), &json)?;
         let path = self.dir.join("journal.jsonl");
         let tmp = self.dir.join("journal.jsonl.tmp");
-        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
+        // The new (empty) journal is open before it replaces the old one: appends never go to a file that
+        // is no longer in the folder.
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        super::outbox::sync_dir(&self.dir)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
         self.file = BufWriter::new(file);
+        super::outbox::sync_dir(&self.dir)?;
         self.snapshot_bytes = json.len() as u64;
         self.bytes = 0;
         Ok(())

@@ -55,6 +55,8 @@ pub enum NotifyError {
     Receiver(String),
     #[error("the notifier's thread died")]
     Thread,
+    #[error("an op was applied but not journaled ({0}); restart to replay the journal")]
+    Journal(String),
 }
 
 /// Counters for logs and metrics.
@@ -189,10 +191,17 @@ impl Notifier {
     /// (so no engine checkpoint covers an op that was not journaled).
     fn op(&self, op: Op) {
         let mut side = self.side();
-        if let Err(e) = side.apply(op, &self.audit) {
+        let _ = self.apply(&mut side, op);
+    }
+
+    /// Applies and journals an op; a failure is also kept for the next [`Notifier::sync`], which then
+    /// fails: the live state may be ahead of the journal, and only a restart (replaying the journal, the
+    /// engine raising its alerts again) makes them agree.
+    fn apply(&self, side: &mut Side, op: Op) -> Result<(), NotifyError> {
+        side.apply(op, &self.audit).inspect_err(|e| {
             let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(e);
-        }
+            slot.get_or_insert(NotifyError::Journal(e.to_string()));
+        })
     }
 
     /// Makes everything handed over so far durable: the journal and the audit log. The daemon calls it
@@ -234,7 +243,7 @@ impl Notifier {
             let mut side = self.side();
             let due = everything || side.dispatcher.next_due().is_some_and(|t| t <= now);
             if due {
-                side.apply(Op::Flush { now, everything }, &self.audit)?;
+                self.apply(&mut side, Op::Flush { now, everything })?;
                 // The e-mails' groups are gone from the state: durable before the e-mails can be sent.
                 side.journal.sync()?;
             }
@@ -259,7 +268,9 @@ impl Notifier {
             outbox::sync_dir(&self.outbox_dir)?;
             let n = queued.len();
             let mut side = self.side();
-            side.apply(Op::Commit { ids: queued }, &self.audit)?;
+            self.apply(&mut side, Op::Commit { ids: queued })?;
+            // Recorded as queued before they can be sent: a restart does not make them again.
+            side.journal.sync()?;
             drop(side);
             self.stats.queued.fetch_add(n as u64, Ordering::Relaxed);
             self.outbox.lock().unwrap_or_else(|p| p.into_inner()).changed();
@@ -428,7 +439,7 @@ impl Notifier {
         let mut side = self.side();
         let silence = side.dispatcher.new_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
         let id = silence.id.clone();
-        side.apply(Op::AddSilence { silence: Box::new(silence) }, &self.audit).map_err(|e| e.to_string())?;
+        self.apply(&mut side, Op::AddSilence { silence: Box::new(silence) }).map_err(|e| e.to_string())?;
         side.journal.sync().map_err(|e| e.to_string())?;
         Ok(id)
     }
@@ -439,7 +450,7 @@ impl Notifier {
         if !side.dispatcher.has_silence(id) {
             return Err(format!("no silence {id:?}"));
         }
-        side.apply(Op::ExpireSilence { id: id.to_owned(), by: by.to_owned(), now: wall_now() }, &self.audit)
+        self.apply(&mut side, Op::ExpireSilence { id: id.to_owned(), by: by.to_owned(), now: wall_now() })
             .map_err(|e| e.to_string())?;
         side.journal.sync().map_err(|e| e.to_string())
     }

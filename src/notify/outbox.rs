@@ -165,6 +165,11 @@ impl Outbox {
     /// (the caller syncs the folder once for a batch). Queuing the same id again replaces the entry (the
     /// bytes are the same but for the Date of a mail made again after a crash).
     pub fn queue(dir: &Path, entry: &Entry, eml: &[u8]) -> Result<(), OutboxError> {
+        // Queued before (a crash came between writing and recording it): the entry on disk, with the
+        // recipients it was already delivered to, stands.
+        if dir.join(format!("{}.json", entry.id)).exists() {
+            return Ok(());
+        }
         write_file(&dir.join(format!("{}.eml", entry.id)), eml)?;
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
         write_file(&dir.join(format!("{}.json", entry.id)), &json)
@@ -243,6 +248,11 @@ impl Outbox {
                 attempt,
             });
             match self.send(entry, &mut smtp, log) {
+                Ok(_) if entry.delivered.is_empty() => {
+                    // Every recipient refused: nobody got it. Kept aside like an e-mail given up.
+                    self.give_up(entry, attempt, log);
+                    pass.dead += 1;
+                }
                 Ok(via) => {
                     log(&Delivery::Sent {
                         mail: &entry.id,
@@ -288,8 +298,11 @@ impl Outbox {
         if !sent.is_empty() {
             let _ = sync_dir(&self.dir);
         }
-        entries.retain(|e| self.dir.join(format!("{}.json", e.id)).exists());
-        self.retries.retain(|id, _| entries.iter().any(|e| e.id == *id));
+        if !sent.is_empty() || pass.dead > 0 {
+            entries.retain(|e| self.dir.join(format!("{}.json", e.id)).exists());
+            let ids: std::collections::HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            self.retries.retain(|id, _| ids.contains(id.as_str()));
+        }
         self.cache = Some(entries);
         pass
     }
@@ -388,9 +401,12 @@ impl Outbox {
 /// The longest an outbox pass runs before the notifier queues due groups again.
 pub const MAX_PASS: Duration = Duration::from_secs(30);
 
-/// Whether the server refused the recipient itself, for good (550-553): other failures are retried.
+/// Whether the server refused the recipient itself, for good: a 550, 551 or 553 reply with an addressing
+/// status (`5.1.x`, RFC 3463). Other failures (the sender, the message, the login) are retried.
 fn recipient_refused(e: &lettre::transport::smtp::Error) -> bool {
-    e.is_permanent() && e.status().is_some_and(|c| matches!(c.to_string().as_str(), "550" | "551" | "552" | "553"))
+    e.is_permanent()
+        && e.status().is_some_and(|c| matches!(c.to_string().as_str(), "550" | "551" | "553"))
+        && e.to_string().contains(" 5.1.")
 }
 
 /// An SMTP error with what an operator needs: the server's reply when there is one.

@@ -324,3 +324,60 @@ fn replaying_the_ops_over_a_snapshot_rebuilds_the_same_state() {
     assert_eq!(whole.state.seq, 6);
     assert!(whole.inflight().len() >= 3, "{:?}", brief(whole.inflight()));
 }
+
+#[test]
+fn the_journal_tolerates_a_torn_last_record_and_refuses_damage_in_the_middle() {
+    use super::journal::Journal;
+    let dir = tempfile::tempdir().unwrap();
+    let t = at("10:00");
+    let (state, ops, mut journal) = Journal::open(dir.path()).unwrap();
+    assert!(ops.is_empty());
+    let mut d = Dispatcher::new(state, Arc::new(notify(CONFIG).unwrap()));
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let op = Op::Accept { notice: Box::new(n(i as u32, Action::Warn, None, id)), now: t };
+        d.apply(&op);
+        journal.append(d.state.seq, &op).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let path = dir.path().join("journal.jsonl");
+    let whole = std::fs::read(&path).unwrap();
+    // Cut inside the last record, in the middle of a character of the rule's Chinese name: not UTF-8.
+    let last_start = whole[..whole.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let zh = whole[last_start..].windows(3).position(|w| w == "三".as_bytes()).unwrap() + last_start + 1;
+    std::fs::write(&path, &whole[..zh]).unwrap();
+    let (state, ops, _) = Journal::open(dir.path()).unwrap();
+    assert_eq!((state.seq, ops.len()), (0, 2), "the torn third record is ignored");
+    // A damaged record followed by good ones is refused, not skipped.
+    let mut damaged = whole.clone();
+    damaged[5] = b'#';
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(Journal::open(dir.path()).is_err());
+    // So is a gap in the sequence.
+    let lines: Vec<&[u8]> = whole.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    std::fs::write(&path, [lines[0], lines[2]].join(&b'\n')).unwrap();
+    assert!(Journal::open(dir.path()).is_err());
+}
+
+#[test]
+fn each_route_repeats_a_standing_level_on_its_own_schedule() {
+    let text = CONFIG.replace(
+        "receiver = \"insp\"\ngroup_wait_secs = 0\ncontinue = true",
+        "receiver = \"insp\"\ngroup_wait_secs = 0\ncontinue = true\nrepeat_after_secs = 7200",
+    );
+    let mut d = Dispatcher::new(State::default(), Arc::new(notify(&text).unwrap()));
+    let t = at("10:00");
+    d.accept(n(1, Action::Inspect, profile("food", "360502"), "i"), t);
+    assert_eq!(brief(&d.due(t + 30)).len(), 2, "the inspection bureau and the food department");
+    let mut repeats: Vec<(String, Ts)> = Vec::new();
+    for step in 1..=16 {
+        let now = t + 30 + step * 900;
+        for m in d.due(now) {
+            repeats.extend(m.notices.iter().filter(|n| n.status == Status::Repeat).map(|_| (m.receiver.clone(), now)));
+        }
+    }
+    let count = |r: &str| repeats.iter().filter(|(x, _)| x == r).count();
+    // Four hours: the food route (hourly) repeats about four times, the inspection route (two-hourly) twice.
+    assert!(count("food") >= 3, "{repeats:?}");
+    assert_eq!(count("insp"), 2, "{repeats:?}");
+}
