@@ -52,6 +52,9 @@ pub struct Config {
     /// E-mail notifications: receivers, routes, SMTP (absent: no notifications).
     #[serde(default)]
     pub notify: Option<Spanned<crate::notify::config::NotifyConfig>>,
+    /// Metrics and health over HTTP (absent: no endpoint).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
     /// `[notify]` checked and resolved (set by [`Config::parse`]).
     #[serde(skip)]
     pub notifications: Option<std::sync::Arc<crate::notify::config::Notify>>,

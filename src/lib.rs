@@ -24,6 +24,7 @@ pub mod engine;
 pub mod event;
 pub mod generate;
 pub mod lines;
+pub mod metrics;
 pub mod notify;
 pub mod replay;
 pub mod rule_tests;

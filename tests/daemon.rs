@@ -333,3 +333,77 @@ fn with_the_wall_clock_timers_fire_on_time_and_far_future_events_are_rejected() 
     assert!(rejects.contains(":4: future:"), "the far-future line is rejected with its line: {rejects}");
     stop(child);
 }
+
+/// GET `path` from `addr` (HTTP/1.0); the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn metrics_and_health_are_served_over_http_and_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = manifest().join("samples/events.jsonl");
+    let source = format!(
+        "[file]\npath = \"{}\"\nfollow = true\npoll_ms = 20\nalerts = \"alerts.jsonl\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        sample.display()
+    );
+    let config = write_config(dir.path(), &default_rules_dir(), &source);
+    let log = dir.path().join("daemon.log");
+    let child = spawn(&config, &log);
+    let mut addr = String::new();
+    wait_for("the metrics address in the log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("metrics listening").nth(1) {
+            addr =
+                rest.split("addr=").nth(1).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_owned();
+        }
+        !addr.is_empty()
+    });
+    assert!(addr.starts_with("127.0.0.1:"), "loopback: {addr}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    wait_for("ready", || http_get(&addr, "/readyz").0 == 200);
+    let alerts = || std::fs::read_to_string(dir.path().join("state/alerts.jsonl")).unwrap_or_default().lines().count();
+    wait_for("the sample's alerts", || alerts() >= 270);
+    // The alert file is flushed with each checkpoint (every second here): wait for it to hold what was counted.
+    let counted = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("credit_sentinel_alerts_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    wait_for("the alert file to catch up with the counter", || {
+        counted(&http_get(&addr, "/metrics").1) == Some(alerts() as f64)
+    });
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("no {name} {label:?} in\n{body}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name}: not a number"),
+        }
+    };
+    // What the sample holds (the replay summary says the same: 1,500 lines, 9 bad, 21 duplicates).
+    assert_eq!(value("credit_sentinel_lines_total", None), 1500.0);
+    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "rejected"))), 9.0);
+    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "duplicate"))), 21.0);
+    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "accepted"))), 1470.0);
+    assert_eq!(value("credit_sentinel_alerts_total", None), alerts() as f64);
+    assert_eq!(value("credit_sentinel_ready", None), 1.0);
+    assert_eq!(value("credit_sentinel_partitions", None), 1.0);
+    assert!(!body.contains("91360"), "no entity in any label");
+    stop(child);
+}

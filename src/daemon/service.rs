@@ -61,9 +61,29 @@ pub fn run(path: &Path, bootstrap: Vec<PathBuf>) -> anyhow::Result<bool> {
     let handle = Handle::new();
     runtime.block_on(async {
         let signals = tokio::spawn(signals(handle.clone(), config.rules.clone()));
+        let stop_http = std::sync::Arc::new(tokio::sync::Notify::new());
+        let http = match &config.metrics {
+            Some(m) => {
+                let listener = tokio::net::TcpListener::bind(m.listen)
+                    .await
+                    .with_context(|| format!("metrics: cannot listen on {}", m.listen))?;
+                tracing::info!(addr = %listener.local_addr()?, "metrics listening (/metrics, /healthz, /readyz)");
+                let stop = stop_http.clone();
+                Some(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    handle.clone(),
+                    async move { stop.notified().await },
+                )))
+            }
+            None => None,
+        };
         let result = super::run(config, rules, handle, std::future::pending()).await;
+        stop_http.notify_one();
+        if let Some(http) = http {
+            let _ = http.await;
+        }
         signals.abort();
-        result
+        result.map_err(anyhow::Error::from)
     })?;
     Ok(true)
 }
