@@ -577,7 +577,7 @@ fn managed_property(key: &str) -> bool {
 }
 
 /// The line of the first `key =` in `text` (for errors found after parsing), else 1.
-fn key_line(text: &str, key: &str) -> usize {
+pub(crate) fn key_line(text: &str, key: &str) -> usize {
     for (i, line) in text.lines().enumerate() {
         let l = line.trim_start();
         let l = l.strip_prefix('"').unwrap_or(l);

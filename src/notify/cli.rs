@@ -54,10 +54,10 @@ fn parse_class(s: &str) -> Result<Class, String> {
     Class::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| "expected A, B, C or D".into())
 }
 
-fn load_notify(config: &Path) -> anyhow::Result<(Config, std::sync::Arc<Notify>)> {
-    let config = Config::load(config)?;
+fn load_notify(path: &Path) -> anyhow::Result<(Config, std::sync::Arc<Notify>)> {
+    let config = Config::load(path)?;
     let Some(notify) = config.notifications.clone() else {
-        bail!("{}: no [notify] section", config.rules.display());
+        bail!("{}: no [notify] section", path.display());
     };
     Ok((config, notify))
 }

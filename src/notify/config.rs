@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::route::Matchers;
+use crate::config::key_line;
 use crate::rules::{Action, RuleSet};
 use crate::time::Ts;
 
@@ -505,10 +506,6 @@ pub fn parse_hhmm(s: &str) -> Option<Ts> {
 pub fn parse_date(s: &str) -> Option<i64> {
     let t = crate::time::parse_rfc3339(&format!("{s}T00:00:00Z")).ok()?;
     Some(t.div_euclid(86_400))
-}
-
-fn key_line(text: &str, key: &str) -> usize {
-    text.lines().position(|l| l.trim_start().starts_with(key)).map_or(1, |i| i + 1)
 }
 
 /// Actions a route or silence can name, for messages.

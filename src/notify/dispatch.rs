@@ -233,15 +233,6 @@ impl Dispatcher {
         Dispatcher { state, seen, waiting_in, notify, audit: Vec::new() }
     }
 
-    /// Swaps in a new configuration (groups of routes that no longer exist go to the root's receiver).
-    pub fn set_config(&mut self, notify: std::sync::Arc<Notify>) {
-        self.notify = notify;
-    }
-
-    pub fn config(&self) -> &Notify {
-        &self.notify
-    }
-
     /// Audit lines since the last call.
     pub fn take_audit(&mut self) -> Vec<Audit> {
         std::mem::take(&mut self.audit)
@@ -275,7 +266,7 @@ impl Dispatcher {
                 kept.push((r, now));
             }
         }
-        let key = standing_key(&notice);
+        let key = standing_key(&notice.entity_id, &notice.rule);
         if kept.is_empty() {
             // A rise on no following route replaces what an earlier rise left standing.
             self.state.standing.remove(&key);
@@ -287,7 +278,7 @@ impl Dispatcher {
     /// Takes a level fall at `now`: forgets or lowers the standing level, and sends resolved notices.
     /// A fall older than the standing alert (evaluated before the rise) changes nothing.
     fn fall(&mut self, fall: &FallNote, entity_id: &str, rule: &str, now: Ts) {
-        let key = format!("{entity_id}\u{1f}{rule}");
+        let key = standing_key(entity_id, rule);
         let Some(standing) = self.state.standing.get_mut(&key) else { return };
         if fall.at < standing.notice.at {
             return;
@@ -448,7 +439,7 @@ impl Dispatcher {
     /// repeats join their groups, and groups due and not muted become e-mails in flight.
     fn flush(&mut self, now: Ts, everything: bool) {
         self.repeats(now);
-        self.state.silences.retain(|s| s.ends_at + EXPIRED_KEPT > now);
+        self.state.silences.retain(|s| s.ends_at.saturating_add(EXPIRED_KEPT) > now);
         let mut mails = Vec::new();
         let notify = self.notify.clone();
         let mut audit = Vec::new();
@@ -589,15 +580,10 @@ impl Dispatcher {
     pub fn silences(&self) -> &[Silence] {
         &self.state.silences
     }
-
-    /// Notices waiting in groups.
-    pub fn waiting(&self) -> usize {
-        self.state.groups.values().map(|g| g.pending.len()).sum()
-    }
 }
 
-fn standing_key(n: &Notice) -> String {
-    format!("{}\u{1f}{}", n.entity_id, n.rule)
+fn standing_key(entity_id: &str, rule: &str) -> String {
+    format!("{entity_id}\u{1f}{rule}")
 }
 
 /// The first instant at or after `now` whose local time of day is `at` (seconds after local midnight).

@@ -4,13 +4,13 @@
 //! ```text
 //! Task::emit ──alerts, falls──▶ Notifier ──▶ Dispatcher (route, silence, inhibit, group, digest, repeat)
 //!                                   │                  │ due groups
-//!                                   │                  ▼
-//!                    state.json ◀── sync         render (templates) ──▶ outbox/ ──▶ SMTP or mail/*.eml
+//!                                   ▼                  ▼
+//!              journal.jsonl + state.json      render (templates) ──▶ outbox/ ──▶ SMTP or mail/*.eml
 //!                                                                       (durable)    (retries, dead/)
 //! ```
 //!
 //! The daemon thread hands alerts over ([`Notifier::alert`]) and, before each engine checkpoint, makes the
-//! dispatcher's state durable ([`Notifier::sync`]). The notifier's own thread turns due groups into
+//! journal of the dispatcher's ops durable ([`Notifier::sync`]). The notifier's own thread turns due groups into
 //! e-mails, queues them durably, and sends the outbox. Everything is logged to the audit log.
 
 pub mod admin;
@@ -281,12 +281,10 @@ impl Notifier {
 
     /// Renders and durably queues one e-mail.
     fn queue(&self, mail: &Mail) -> Result<(), NotifyError> {
-        let routes = &self.notify.config.receivers;
-        let receiver = routes
-            .iter()
-            .map(|r| r.get_ref())
+        let receivers = || self.notify.config.receivers.iter().map(|r| r.get_ref());
+        let receiver = receivers()
             .find(|r| r.name == mail.receiver)
-            .or_else(|| routes.iter().map(|r| r.get_ref()).find(|r| r.name == self.notify.routes[0].receiver));
+            .or_else(|| receivers().find(|r| r.name == self.notify.routes[0].receiver));
         let Some(receiver) = receiver else {
             // `check` guarantees the root's receiver exists; a state from another configuration may not.
             return Err(NotifyError::Receiver(mail.receiver.clone()));
@@ -317,14 +315,15 @@ impl Notifier {
     /// One pass over the outbox; returns what it did.
     pub fn deliver(&self, now: Ts) -> outbox::Pass {
         let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lines: Vec<String> = Vec::new();
-        let pass = outbox.send_due(now, &self.stop, &mut |d| lines.push(serde_json::to_string(d).unwrap_or_default()));
+        // Audit lines are collected while sending and written after, so the audit lock is never held
+        // across an SMTP exchange.
+        let mut lines: Vec<serde_json::Value> = Vec::new();
+        let pass = outbox.send_due(now, &self.stop, &mut |d| lines.push(serde_json::to_value(d).unwrap_or_default()));
         drop(outbox);
         if !lines.is_empty() {
             let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
             for line in &lines {
-                let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                let _ = audit.write(now, "daemon", &value);
+                let _ = audit.write(now, "daemon", line);
             }
             if let Err(error) = audit.flush(true) {
                 tracing::error!(%error, "cannot write the audit log");
@@ -374,18 +373,11 @@ impl Notifier {
                 tracing::error!(%error, "cannot queue due e-mails; retrying");
             }
             self.deliver(now);
-            let next = {
-                let side = self.side();
-                let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-                [side.dispatcher.next_due(), outbox.next_retry()].into_iter().flatten().min()
-            };
-            let wait = next.map_or(1, |t| (t - wall_now()).clamp(0, 1)) as u64;
+            // Times are whole seconds: a tick of half a second is on time for groups and retries alike.
             let (flag, cv) = &self.wake;
             let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
             let (mut guard, _) = cv
-                .wait_timeout_while(guard, Duration::from_millis(wait.max(1) * 1000 - 500), |woken| {
-                    !*woken && !self.stop.load(Ordering::Acquire)
-                })
+                .wait_timeout_while(guard, TICK, |woken| !*woken && !self.stop.load(Ordering::Acquire))
                 .unwrap_or_else(|p| p.into_inner());
             *guard = false;
         }
@@ -465,6 +457,9 @@ impl Notifier {
         self.side().dispatcher.state.counts.clone()
     }
 }
+
+/// How often the notifier's thread looks for due groups and retries when nothing wakes it.
+const TICK: Duration = Duration::from_millis(500);
 
 fn wall_now() -> Ts {
     crate::daemon::wall_now()

@@ -157,10 +157,6 @@ impl Outbox {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Queues an e-mail in outbox folder `dir`: its bytes, then its envelope, each written and synced
     /// (the caller syncs the folder once for a batch). Queuing the same id again replaces the entry (the
     /// bytes are the same but for the Date of a mail made again after a crash).
@@ -201,11 +197,6 @@ impl Outbox {
     /// otherwise work from memory instead of re-reading every waiting entry).
     pub fn changed(&mut self) {
         self.cache = None;
-    }
-
-    /// The earliest instant a waiting entry is due for a retry.
-    pub fn next_retry(&self) -> Option<Ts> {
-        self.retries.values().map(|r| r.next_at).min()
     }
 
     /// Tries every entry that is due; `log` gets each attempt and result for the audit log. The pass stops
