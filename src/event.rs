@@ -167,25 +167,74 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// A stable snake_case name, e.g. `missing_field`.
-    pub fn as_str(self) -> &'static str {
+    /// Every reason's name, in [`Reason::index`] order (the bounded label set of the rejection metric).
+    pub const NAMES: [&'static str; 14] = [
+        "too_large",
+        "not_utf8",
+        "empty",
+        "not_json",
+        "not_object",
+        "repeated_key",
+        "missing_field",
+        "wrong_type",
+        "bad_event_id",
+        "unknown_kind",
+        "bad_credit_code",
+        "bad_time",
+        "bad_class",
+        "future",
+    ];
+
+    /// The position of this reason's name in [`Reason::NAMES`].
+    pub fn index(self) -> usize {
         match self {
-            Reason::TooLarge => "too_large",
-            Reason::NotUtf8 => "not_utf8",
-            Reason::Empty => "empty",
-            Reason::NotJson => "not_json",
-            Reason::NotObject => "not_object",
-            Reason::RepeatedKey => "repeated_key",
-            Reason::MissingField(_) => "missing_field",
-            Reason::WrongType(_) => "wrong_type",
-            Reason::BadEventId => "bad_event_id",
-            Reason::UnknownKind => "unknown_kind",
-            Reason::BadCreditCode => "bad_credit_code",
-            Reason::BadTime => "bad_time",
-            Reason::BadClass => "bad_class",
-            Reason::Future => "future",
+            Reason::TooLarge => 0,
+            Reason::NotUtf8 => 1,
+            Reason::Empty => 2,
+            Reason::NotJson => 3,
+            Reason::NotObject => 4,
+            Reason::RepeatedKey => 5,
+            Reason::MissingField(_) => 6,
+            Reason::WrongType(_) => 7,
+            Reason::BadEventId => 8,
+            Reason::UnknownKind => 9,
+            Reason::BadCreditCode => 10,
+            Reason::BadTime => 11,
+            Reason::BadClass => 12,
+            Reason::Future => 13,
         }
     }
+
+    /// A stable snake_case name, e.g. `missing_field`.
+    pub fn as_str(self) -> &'static str {
+        Reason::NAMES[self.index()]
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn reason_names_follow_their_index() {
+    let all = [
+        Reason::TooLarge,
+        Reason::NotUtf8,
+        Reason::Empty,
+        Reason::NotJson,
+        Reason::NotObject,
+        Reason::RepeatedKey,
+        Reason::MissingField("x"),
+        Reason::WrongType("x"),
+        Reason::BadEventId,
+        Reason::UnknownKind,
+        Reason::BadCreditCode,
+        Reason::BadTime,
+        Reason::BadClass,
+        Reason::Future,
+    ];
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.index(), i);
+    }
+    assert_eq!(Reason::MissingField("x").as_str(), "missing_field");
+    assert_eq!(Reason::Future.as_str(), "future");
 }
 
 impl fmt::Display for Reason {

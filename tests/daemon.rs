@@ -345,13 +345,173 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_owned())
 }
 
+/// A scrape, parsed by a Prometheus text-format parser.
+struct Scrape {
+    samples: Vec<prometheus_parse::Sample>,
+    body: String,
+}
+
+impl Scrape {
+    fn get(addr: &str) -> Scrape {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let samples = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format").samples;
+        Scrape { samples, body }
+    }
+
+    /// The sum of the samples of `name` whose labels include `labels` (0 when none).
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("{name}: not a number"),
+            })
+            .sum()
+    }
+
+    /// Whether a sample of `name` exists.
+    fn has(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s.metric == name)
+    }
+
+    /// `(label value, action) -> n` of a regional gauge, zeros left out.
+    fn view(&self, name: &str, label: &str) -> std::collections::BTreeMap<(String, String), u64> {
+        self.samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter_map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) if v > 0.0 => {
+                    Some(((s.labels.get(label)?.to_owned(), s.labels.get("action")?.to_owned()), v as u64))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[test]
 fn metrics_and_health_are_served_over_http_and_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = manifest().join("samples/events.jsonl");
+    // The sample, and one more event a second after its last one: it makes the daemon (following the file,
+    // event clock) evaluate the sample's last instant, as replay does at the end of its input.
+    let sample = std::fs::read_to_string(manifest().join("samples/events.jsonl")).unwrap();
+    let last_at = sample.lines().filter_map(|l| credit_sentinel::event::decode(l.as_bytes()).ok()).map(|e| e.at).max();
+    let input = dir.path().join("events.jsonl");
+    let mut text = sample.clone();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let closing = credit_sentinel::time::format_rfc3339(last_at.unwrap() + 1);
+    text.push_str(&event("closing", &code(0), "profile", &closing, None));
+    text.push('\n');
+    std::fs::write(&input, &text).unwrap();
+
+    // What the counters must say, worked out from the input and from replay's outputs (alerts, level falls
+    // and rejected lines), not from the daemon.
+    let rejects_file = dir.path().join("replay-rejects.txt");
+    let falls_file = dir.path().join("replay-falls.jsonl");
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg("--rules")
+        .arg(default_rules_dir())
+        .arg("--quiet")
+        .arg("--rejects")
+        .arg(&rejects_file)
+        .arg("--falls")
+        .arg(&falls_file)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let replay_alerts: Vec<serde_json::Value> =
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rejects = std::fs::read_to_string(&rejects_file).unwrap();
+    let mut want_rejected: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut rejected_lines = std::collections::HashSet::new();
+    for line in rejects.lines() {
+        // `file:line: reason: text`
+        let mut parts = line.rsplit(".jsonl:").next().unwrap().splitn(3, ": ");
+        let number: usize = parts.next().unwrap().parse().unwrap();
+        *want_rejected.entry(parts.next().unwrap().to_owned()).or_default() += 1;
+        rejected_lines.insert(number);
+    }
+    let mut want_events: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut profiles: std::collections::HashMap<String, (i64, Option<String>, Option<String>)> = Default::default();
+    for (_, line) in text.lines().enumerate().filter(|(i, _)| !rejected_lines.contains(&(i + 1))) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kind = v["kind"].as_str().unwrap().to_owned();
+        let outcome = if seen.insert(v["event_id"].as_str().unwrap().to_owned()) { "accepted" } else { "duplicate" };
+        if kind == "profile" && outcome == "accepted" {
+            let at = credit_sentinel::time::parse_rfc3339(v["occurred_at"].as_str().unwrap()).unwrap();
+            let entity = v["entity_id"].as_str().unwrap().to_owned();
+            let field = |k: &str| v["data"][k].as_str().map(str::to_owned);
+            // The latest by time; for the same second, the one read later.
+            if profiles.get(&entity).is_none_or(|p| p.0 <= at) {
+                profiles.insert(entity, (at, field("region"), field("domain")));
+            }
+        }
+        *want_events.entry((kind, outcome)).or_default() += 1;
+    }
+    let mut want_alerts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for a in &replay_alerts {
+        *want_alerts.entry((a["rule"].as_str().unwrap().into(), a["action"].as_str().unwrap().into())).or_default() +=
+            1;
+    }
+    // Standing levels at the end: the last alert or fall of each (entity, rule), in time order.
+    let level = |a: &serde_json::Value| {
+        a.as_str().map_or(0, |s| ["remind", "warn", "interview", "inspect"].iter().position(|x| *x == s).unwrap() + 1)
+    };
+    let mut signals: Vec<(i64, String, String, usize)> = replay_alerts
+        .iter()
+        .map(|a| {
+            (
+                credit_sentinel::time::parse_rfc3339(a["at"].as_str().unwrap()).unwrap(),
+                a["entity_id"].as_str().unwrap().to_owned(),
+                a["rule"].as_str().unwrap().to_owned(),
+                level(&a["action"]),
+            )
+        })
+        .collect();
+    for line in std::fs::read_to_string(&falls_file).unwrap().lines() {
+        let f: serde_json::Value = serde_json::from_str(line).unwrap();
+        signals.push((
+            credit_sentinel::time::parse_rfc3339(f["at"].as_str().unwrap()).unwrap(),
+            f["entity_id"].as_str().unwrap().to_owned(),
+            f["rule"].as_str().unwrap().to_owned(),
+            level(&f["to"]),
+        ));
+    }
+    signals.sort_by_key(|s| s.0); // stable: within one instant, output order
+    let mut standing: std::collections::HashMap<(String, String), usize> = Default::default();
+    for (_, entity, rule, level) in signals {
+        standing.insert((entity, rule), level);
+    }
+    let mut top: std::collections::BTreeMap<String, usize> = Default::default();
+    for ((entity, _), level) in standing {
+        let t = top.entry(entity).or_default();
+        *t = (*t).max(level);
+    }
+    let actions = ["none", "remind", "warn", "interview", "inspect"];
+    let mut want_regions: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut want_domains: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for (entity, level) in top.iter().filter(|(_, l)| **l > 0) {
+        let (region, domain) = profiles.get(entity).map(|p| (p.1.clone(), p.2.clone())).unwrap_or_default();
+        let region = region.map_or("unknown".to_owned(), |r| r.chars().take(4).collect());
+        *want_regions.entry((region, actions[*level].to_owned())).or_default() += 1;
+        *want_domains.entry((domain.unwrap_or("unknown".into()), actions[*level].to_owned())).or_default() += 1;
+    }
+    assert!(want_regions.keys().any(|(r, _)| r != "unknown"), "the sample has profiled entities at some level");
+
     let source = format!(
-        "[file]\npath = \"{}\"\nfollow = true\npoll_ms = 20\nalerts = \"alerts.jsonl\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        sample.display()
+        "[file]\npath = \"{}\"\nfollow = true\npoll_ms = 20\nalerts = \"alerts.jsonl\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\nview_interval_secs = 1\nregion_prefix = 4\n",
+        input.display()
     );
     let config = write_config(dir.path(), &default_rules_dir(), &source);
     let log = dir.path().join("daemon.log");
@@ -367,43 +527,57 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
     });
     assert!(addr.starts_with("127.0.0.1:"), "loopback: {addr}");
     assert_eq!(http_get(&addr, "/healthz").0, 200);
-    wait_for("ready", || http_get(&addr, "/readyz").0 == 200);
-    let alerts = || std::fs::read_to_string(dir.path().join("state/alerts.jsonl")).unwrap_or_default().lines().count();
-    wait_for("the sample's alerts", || alerts() >= 270);
-    // The alert file is flushed with each checkpoint (every second here): wait for it to hold what was counted.
-    let counted = |body: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix("credit_sentinel_alerts_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    wait_for("the alert file to catch up with the counter", || {
-        counted(&http_get(&addr, "/metrics").1) == Some(alerts() as f64)
+    wait_for("ready (the file read to its end)", || http_get(&addr, "/readyz").0 == 200);
+    // Wait for the whole input to be counted and the view refreshed after it (every second here).
+    let lines = text.lines().count() as f64;
+    wait_for("every line counted and the view refreshed", || {
+        let s = Scrape::get(&addr);
+        s.sum("credit_sentinel_lines_total", &[]) == lines
+            && s.view("credit_sentinel_region_entities", "region") == want_regions
     });
-    let (status, body) = http_get(&addr, "/metrics");
-    assert_eq!(status, 200);
-    let lines = body.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
-        let s = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .unwrap_or_else(|| panic!("no {name} {label:?} in\n{body}"));
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{name}: not a number"),
-        }
-    };
-    // What the sample holds (the replay summary says the same: 1,500 lines, 9 bad, 21 duplicates).
-    assert_eq!(value("credit_sentinel_lines_total", None), 1500.0);
-    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "rejected"))), 9.0);
-    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "duplicate"))), 21.0);
-    assert_eq!(value("credit_sentinel_events_total", Some(("outcome", "accepted"))), 1470.0);
-    assert_eq!(value("credit_sentinel_alerts_total", None), alerts() as f64);
-    assert_eq!(value("credit_sentinel_ready", None), 1.0);
-    assert_eq!(value("credit_sentinel_partitions", None), 1.0);
-    assert!(!body.contains("91360"), "no entity in any label");
+    let alerts_file = || std::fs::read_to_string(dir.path().join("state/alerts.jsonl")).unwrap_or_default();
+    wait_for("the alert file (flushed with each checkpoint)", || alerts_file().lines().count() == replay_alerts.len());
+    let s = Scrape::get(&addr);
+
+    for ((kind, outcome), n) in &want_events {
+        assert_eq!(
+            s.sum("credit_sentinel_events_total", &[("kind", kind), ("outcome", outcome)]),
+            *n as f64,
+            "{kind} {outcome}"
+        );
+    }
+    assert_eq!(s.sum("credit_sentinel_events_total", &[]), want_events.values().sum::<u64>() as f64);
+    for (reason, n) in &want_rejected {
+        assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", reason)]), *n as f64, "{reason}");
+    }
+    assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[]), want_rejected.values().sum::<u64>() as f64);
+    assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", "future")]), 0.0, "every reason is exported");
+    for ((rule, action), n) in &want_alerts {
+        assert_eq!(
+            s.sum("credit_sentinel_alerts_total", &[("rule", rule), ("action", action)]),
+            *n as f64,
+            "{rule} {action}"
+        );
+    }
+    assert_eq!(s.sum("credit_sentinel_alerts_total", &[]), replay_alerts.len() as f64);
+    assert_eq!(s.view("credit_sentinel_region_entities", "region"), want_regions);
+    assert_eq!(s.view("credit_sentinel_domain_entities", "domain"), want_domains);
+    assert_eq!(s.sum("credit_sentinel_ready", &[]), 1.0);
+    assert_eq!(s.sum("credit_sentinel_partitions", &[]), 1.0);
+    assert!(s.sum("credit_sentinel_entities", &[]) >= top.len() as f64);
+    assert!(s.sum("credit_sentinel_state_bytes", &[]) > 0.0);
+    assert!(s.sum("credit_sentinel_checkpoints_total", &[]) >= 1.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let checkpoint_at = s.sum("credit_sentinel_last_checkpoint_timestamp_seconds", &[]);
+    assert!(now - checkpoint_at < 10.0, "a checkpoint within the last seconds (interval 1 s): {}", now - checkpoint_at);
+    assert!(now - s.sum("credit_sentinel_last_event_timestamp_seconds", &[]) < 60.0);
+    assert_eq!(
+        s.sum("credit_sentinel_checkpoint_duration_seconds_count", &[]),
+        s.sum("credit_sentinel_checkpoints_total", &[]),
+        "one duration per checkpoint"
+    );
+    assert!(s.has("credit_sentinel_build_info"));
+    assert!(!s.has("credit_sentinel_notifications_total"), "no [notify]: no notification metrics");
+    assert!(!s.body.contains("91360"), "no entity in any label");
     stop(child);
 }

@@ -55,7 +55,7 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     let name: Arc<str> = Arc::from(source.path.display().to_string());
     handle.set_ready();
     tracing::info!(path = %name, follow = source.follow, restored, "reading events");
-    let mut chores = Chores::new(config.checkpoint.interval());
+    let mut chores = Chores::new(config);
     let mut ended = false;
     let stdin_eof = tail.stdin_eof.clone();
     while !handle.stopping() && !ended {
@@ -88,14 +88,14 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
                 None => break,
             };
             handled += 1;
-            Stats::add(&stats.lines, 1);
+            stats.line(wall);
             let decoded = match line {
                 Line::Text(bytes) => decode(bytes).map_err(|r| (r, bytes)),
                 Line::TooLong => Err((Reason::TooLarge, &b""[..])),
             };
             let result = decoded.and_then(|event| task.handle(event, wall, stats).map_err(|r| (r, &b""[..])));
             if let Err((reason, bytes)) = result {
-                Stats::add(&stats.rejected, 1);
+                stats.rejected(reason);
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
                 tracing::debug!(location = %format!("{name}:{number}"), %reason, "rejected");
                 if let Some(w) = &mut rejects {
@@ -112,6 +112,9 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
         task.meta.file_id = tail.id;
         alerts.write(&mut task)?;
         stats.entities.store(task.engine.entities() as u64, std::sync::atomic::Ordering::Relaxed);
+        // A turn that did not fill up reached the end of what was written.
+        stats.set_caught_up(handled < LINES_PER_TURN);
+        chores.view(stats, std::iter::once(&task.engine));
         chores.ping(stats);
         if chores.checkpoint_due() {
             checkpoint(&mut task, &mut alerts, &mut rejects, stats)?;

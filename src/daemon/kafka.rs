@@ -81,7 +81,9 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "range")
+        // The lag metric and readiness come from the statistics; an operator's setting wins.
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.consumer_options {
         cc.set(k, v);
     }
@@ -91,7 +93,9 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     // READY comes with the first assignment, once its partitions' state is restored (`Ctx::assign`).
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = %kafka.topics.join(","), "consuming");
 
-    let mut chores = Chores::new(config.checkpoint.interval());
+    let mut chores = Chores::new(config);
+    let ready_max_lag = config.metrics.as_ref().map_or(0, |m| m.ready_max_lag);
+    let mut last_lag = std::time::Instant::now();
     let result = (|| {
         while !handle.stopping() {
             if let Some(fatal) = consumer.context().take_fatal() {
@@ -135,6 +139,11 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                 }
                 stats.entities.store(entities, Ordering::Relaxed);
                 stats.partitions.store(parts.tasks.len() as u64, Ordering::Relaxed);
+                chores.view(stats, parts.tasks.values().map(|t| &t.engine));
+                if last_lag.elapsed() >= Duration::from_secs(1) {
+                    update_lag(&kafka.topics, &parts, stats, ready_max_lag);
+                    last_lag = std::time::Instant::now();
+                }
             }
             chores.ping(stats);
             if chores.checkpoint_due() {
@@ -173,6 +182,28 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
             Err(error)
         }
     }
+}
+
+/// Computes the lag of the owned partitions (high watermark from the statistics minus the next offset the
+/// state holds) and whether the source has caught up: every owned partition's watermark known and the lag
+/// within `max` in all. With no partition owned, there is nothing to catch up with.
+fn update_lag(topics: &[String], parts: &Parts, stats: &Stats, max: u64) {
+    let mut lag = std::collections::BTreeMap::new();
+    let mut known = true;
+    for (&p, task) in &parts.tasks {
+        for topic in topics {
+            let next = task.meta.offsets.get(topic).copied().unwrap_or(0);
+            match stats.high_water(topic, p) {
+                Some(high) => {
+                    lag.insert((topic.clone(), p), (high.max(0) as u64).saturating_sub(next));
+                }
+                None => known = false,
+            }
+        }
+    }
+    let total: u64 = lag.values().sum();
+    stats.set_caught_up(known && total <= max);
+    stats.set_lag(lag);
 }
 
 fn commit(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
@@ -436,7 +467,16 @@ struct Ctx {
     poisoned: std::sync::atomic::AtomicBool,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's statistics (every `statistics.interval.ms`, served inside `poll`): the partitions' high
+    /// watermarks, from which the loop computes the lag of the partitions it owns.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let stats = self.handle.stats();
+        stats.set_high_water(statistics.topics.into_iter().flat_map(|(topic, t)| {
+            t.partitions.into_values().map(move |p| ((topic.clone(), p.partition), p.hi_offset))
+        }));
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -643,11 +683,12 @@ impl Ctx {
                 task.meta.offsets.insert(m.topic().to_owned(), offset + 1);
             }
         }
-        Stats::add(&stats.lines, 1);
+        let wall = wall_now();
+        stats.line(wall);
         let payload = m.payload().unwrap_or_default();
-        let result = decode(payload).and_then(|event| task.handle(event, wall_now(), stats).map(|_| ()));
+        let result = decode(payload).and_then(|event| task.handle(event, wall, stats).map(|_| ()));
         if let Err(reason) = result {
-            Stats::add(&stats.rejected, 1);
+            stats.rejected(reason);
             let location = Location::Kafka { topic: Arc::from(m.topic()), partition: p, offset: offset as i64 };
             tracing::debug!(%location, %reason, "rejected");
             self.dead_letter(m, &location, reason)?;

@@ -9,16 +9,19 @@
 pub mod file;
 pub mod kafka;
 pub mod service;
+pub mod stats;
 pub mod task;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Source};
 use crate::rules::RuleSet;
 use crate::time::Ts;
+
+pub use stats::{Histogram, Stats};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,85 +38,6 @@ pub enum DaemonError {
     Panicked,
     #[error("notifications: {0}")]
     Notify(#[from] crate::notify::NotifyError),
-}
-
-/// Counters of what the daemon did (read by logs, STATUS lines and, later, metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub lines: AtomicU64,
-    pub accepted: AtomicU64,
-    pub late: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rejected: AtomicU64,
-    pub alerts: AtomicU64,
-    /// Alerts not produced again after a restart because an earlier run already had.
-    pub suppressed: AtomicU64,
-    pub checkpoints: AtomicU64,
-    pub entities: AtomicU64,
-    /// Partitions currently owned.
-    pub partitions: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    /// From taking a message off the consumer to handing its alerts to the producer (Kafka source).
-    pub alert_latency: Histogram,
-}
-
-/// A histogram of durations in power-of-two microsecond buckets (bucket `i` holds `[2^i, 2^(i+1))` µs;
-/// bucket 0 also holds less than 1 µs).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; 32],
-}
-
-impl Histogram {
-    pub fn record(&self, d: Duration) {
-        let us = d.as_micros().max(1) as u64;
-        let i = (63 - us.leading_zeros() as usize).min(31);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Samples recorded.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-    }
-
-    /// The upper bound of the bucket holding quantile `q` (0..=1), or zero when empty.
-    pub fn quantile(&self, q: f64) -> Duration {
-        let total = self.count();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        let rank = ((total as f64 * q).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
-            if seen >= rank {
-                return Duration::from_micros(1 << (i + 1));
-            }
-        }
-        Duration::from_micros(1 << 32)
-    }
-}
-
-impl Stats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// One line for logs and systemd's STATUS.
-    pub fn status_line(&self) -> String {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "partitions={} entities={} events={} duplicates={} rejected={} alerts={} checkpoints={}",
-            g(&self.partitions),
-            g(&self.entities),
-            g(&self.accepted),
-            g(&self.duplicates),
-            g(&self.rejected),
-            g(&self.alerts),
-            g(&self.checkpoints)
-        )
-    }
 }
 
 /// Requests to a running daemon, and what it reports back. Cheap to clone.
@@ -164,12 +88,19 @@ impl Handle {
         self.shared.reload.lock().ok().and_then(|mut slot| slot.take())
     }
 
-    /// Whether state is restored and the source is being read.
-    pub fn ready(&self) -> bool {
+    /// Whether state is restored and the source is being read (systemd's READY was sent).
+    pub fn restored(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
     }
 
-    /// Tells systemd (once) that state is restored and the source is being read.
+    /// Whether the daemon is ready (`/readyz`): state restored and the source caught up (see
+    /// `[metrics] ready_max_lag`).
+    pub fn ready(&self) -> bool {
+        self.restored() && self.shared.stats.caught_up()
+    }
+
+    /// Tells systemd (once) that state is restored and the source is being read. Catching up may take
+    /// longer: that is `ready`, not a start-up timeout.
     fn set_ready(&self) {
         if !self.shared.ready.swap(true, Ordering::AcqRel) {
             notify(&[sd_notify::NotifyState::Ready]);
@@ -287,18 +218,47 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Periodic chores of the loop: watchdog pings and STATUS lines, checkpoint timing.
+/// Periodic chores of the loop: watchdog pings and STATUS lines, checkpoint timing, the regional view.
 struct Chores {
     watchdog: Option<Duration>,
     last_ping: Instant,
     checkpoint_every: Duration,
     last_checkpoint: Instant,
+    /// With `[metrics]`: how often to refresh the view, and the region prefix.
+    view: Option<(Duration, usize)>,
+    last_view: Option<Instant>,
 }
 
 impl Chores {
-    fn new(checkpoint_every: Duration) -> Chores {
+    fn new(config: &Config) -> Chores {
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        Chores { watchdog, last_ping: Instant::now(), checkpoint_every, last_checkpoint: Instant::now() }
+        Chores {
+            watchdog,
+            last_ping: Instant::now(),
+            checkpoint_every: config.checkpoint.interval(),
+            last_checkpoint: Instant::now(),
+            view: config.metrics.as_ref().map(|m| (Duration::from_secs(m.view_interval_secs.max(1)), m.region_prefix)),
+            last_view: None,
+        }
+    }
+
+    /// Recomputes the regional view and the state size from `engines` when due (only with `[metrics]`).
+    fn view<'a>(&mut self, stats: &Stats, engines: impl Iterator<Item = &'a crate::engine::Engine>) {
+        let Some((every, prefix)) = self.view else { return };
+        if self.last_view.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        let mut view = stats::View::default();
+        let mut bytes = 0;
+        for engine in engines {
+            let mut part = stats::View::default();
+            engine.standing(|region, domain, action| part.add(region, domain, action, prefix));
+            view.merge(part);
+            bytes += engine.state_bytes() as u64;
+        }
+        stats.set_view(view);
+        stats.state_bytes.store(bytes, Ordering::Relaxed);
+        self.last_view = Some(Instant::now());
     }
 
     /// Pings the watchdog from the working loop itself, so a stalled loop is restarted by systemd.

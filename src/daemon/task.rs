@@ -83,6 +83,7 @@ impl Task {
     /// Handles one valid event at wall-clock second `wall`. `Err` for an event beyond the future margin
     /// (wall clock only; SPEC: replay and the event clock never compare with the wall).
     pub fn handle(&mut self, event: Event, wall: Ts, stats: &Stats) -> Result<Offer, Reason> {
+        let kind = event.kind;
         let offer = match self.mode {
             ClockMode::Event => {
                 let mut raised = Vec::new();
@@ -99,11 +100,8 @@ impl Task {
             }
         };
         match offer {
-            Offer::Accepted { late } => {
-                Stats::add(&stats.accepted, 1);
-                Stats::add(&stats.late, u64::from(late));
-            }
-            Offer::Duplicate => Stats::add(&stats.duplicates, 1),
+            Offer::Accepted { late } => stats.event(kind, false, late),
+            Offer::Duplicate => stats.event(kind, true, false),
         }
         Ok(offer)
     }
@@ -127,9 +125,10 @@ impl Task {
     /// alerts are output like any other but not mailed: they are the past.
     pub fn history(&mut self, event: crate::event::Event, stats: &Stats) {
         let mut raised = Vec::new();
+        let kind = event.kind;
         match self.engine.offer(event, &mut |a| raised.push(a)) {
-            Offer::Accepted { .. } => Stats::add(&stats.accepted, 1),
-            Offer::Duplicate => Stats::add(&stats.duplicates, 1),
+            Offer::Accepted { .. } => stats.event(kind, false, false),
+            Offer::Duplicate => stats.event(kind, true, false),
         }
         self.emit_with(raised, stats, false);
     }
@@ -165,7 +164,7 @@ impl Task {
                 continue;
             }
             let json = serde_json::to_vec(&record).unwrap_or_default();
-            Stats::add(&stats.alerts, 1);
+            stats.alert(record.rule, alert.action);
             self.out.push(Output { alert_id: record.alert_id, entity_id: record.entity_id, json });
         }
         if let Some(n) = notifier {
@@ -198,6 +197,8 @@ impl Task {
         }
         let started = std::time::Instant::now();
         let bytes = self.store.write(&self.meta, &self.engine)?;
+        stats.checkpoint_duration.record(started.elapsed());
+        stats.last_checkpoint_at.store(self.meta.written_at.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
         Stats::add(&stats.checkpoints, 1);
         tracing::debug!(
             dir = %self.store.dir().display(),

@@ -407,6 +407,23 @@ impl Engine {
         }
     }
 
+    /// Calls `each` with the region, domain and highest standing level (over the enabled rules: shadow ones are
+    /// left out) of every entity standing at an action. For the operators' regional view; O(entities).
+    pub fn standing(&self, mut each: impl FnMut(Option<&str>, Option<&str>, Action)) {
+        let rules = &*self.rules;
+        let enabled: Vec<usize> = (rules.active.iter().enumerate())
+            .filter(|(_, i)| rules.all[**i].state == crate::rules::RuleState::Enabled)
+            .map(|(slot, _)| slot)
+            .collect();
+        for entity in self.entities.iter().filter(|e| e.levels != 0) {
+            let top = enabled.iter().map(|&slot| state::level(entity.levels, slot)).max().unwrap_or(0);
+            if let Some(action) = Action::from_level(top) {
+                let [region, _, domain, _] = self.profiles.fields(&entity.key);
+                each(region, domain, action);
+            }
+        }
+    }
+
     /// A rough count of the bytes of state held (for metrics and benchmarks).
     pub fn state_bytes(&self) -> usize {
         let recs: usize = self.entities.iter().map(Entity::heap_bytes).sum();

@@ -97,6 +97,15 @@ impl Profiles {
         })
     }
 
+    /// An entity's region, industry, domain and authority, borrowed (no allocation).
+    pub fn fields(&self, entity: &EntityKey) -> [Option<&str>; 4] {
+        let Some(s) = self.map.get(entity) else { return [None; 4] };
+        s.fields.map(|id| match id {
+            0 => None,
+            id => self.symbols.get(id as usize - 1).map(|s| &**s),
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

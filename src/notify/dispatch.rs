@@ -198,6 +198,15 @@ pub struct State {
     pub counts: Counts,
 }
 
+impl State {
+    /// Notices waiting in groups, or in e-mails made but not yet in the outbox.
+    pub fn waiting_notices(&self) -> u64 {
+        let grouped: usize = self.groups.values().map(|g| g.pending.len()).sum();
+        let inflight: usize = self.inflight.iter().map(|m| m.notices.len()).sum();
+        (grouped + inflight) as u64
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Counts {
     pub notices: u64,

@@ -62,11 +62,17 @@ pub enum NotifyError {
 /// Counters for logs and metrics.
 #[derive(Debug, Default)]
 pub struct NotifyStats {
+    /// E-mails accepted by the server (or written, for the embedded default).
     pub sent: AtomicU64,
+    /// Attempts that failed and will be retried.
     pub failed: AtomicU64,
+    /// E-mails given up (moved to `outbox/dead/`).
     pub dead: AtomicU64,
+    /// E-mails put in the outbox.
     pub queued: AtomicU64,
     pub outbox_waiting: AtomicU64,
+    /// When the oldest e-mail waiting in the outbox was queued (Unix seconds; 0: none waits).
+    pub outbox_oldest: AtomicU64,
 }
 
 /// The dispatcher and its journal, behind one lock: every op is applied and appended together.
@@ -149,7 +155,10 @@ impl Notifier {
         let audit_path = dir.join("audit.jsonl");
         let audit = audit::AuditLog::open(&audit_path).map_err(ioe(&audit_path))?;
         let templates = Templates::load(c.templates.as_deref())?;
-        let waiting = outbox.entries().len() as u64;
+        let (waiting, oldest) = {
+            let entries = outbox.entries();
+            (entries.len() as u64, entries.first().map(|e| e.queued_at))
+        };
         let n = Notifier {
             side: Mutex::new(Side { dispatcher, journal }),
             outbox: Mutex::new(outbox),
@@ -166,6 +175,7 @@ impl Notifier {
             stats: NotifyStats::default(),
         };
         n.stats.outbox_waiting.store(waiting, Ordering::Relaxed);
+        n.stats.outbox_oldest.store(oldest.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
         tracing::info!(dir = %dir.display(), waiting, smtp = c.smtp.is_some(), "notifications ready");
         Ok(Arc::new(n))
     }
@@ -333,6 +343,7 @@ impl Notifier {
         self.stats.failed.fetch_add(pass.failed, Ordering::Relaxed);
         self.stats.dead.fetch_add(pass.dead, Ordering::Relaxed);
         self.stats.outbox_waiting.store(pass.waiting, Ordering::Relaxed);
+        self.stats.outbox_oldest.store(pass.oldest.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
         if pass.sent + pass.failed + pass.dead > 0 {
             tracing::info!(
                 sent = pass.sent,
@@ -455,6 +466,11 @@ impl Notifier {
     /// Counters of the dispatcher.
     pub fn counts(&self) -> dispatch::Counts {
         self.side().dispatcher.state.counts.clone()
+    }
+
+    /// Notices waiting in groups (for their group wait, digest or mute interval) or in e-mails being made.
+    pub fn waiting_notices(&self) -> u64 {
+        self.side().dispatcher.state.waiting_notices()
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Pass {
     pub dead: u64,
     /// Entries still waiting.
     pub waiting: u64,
+    /// When the oldest entry still waiting was queued.
+    pub oldest: Option<Ts>,
 }
 
 impl Outbox {
@@ -294,6 +296,8 @@ impl Outbox {
             let ids: std::collections::HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             self.retries.retain(|id, _| ids.contains(id.as_str()));
         }
+        // Entries are in queueing order.
+        pass.oldest = entries.first().map(|e| e.queued_at);
         self.cache = Some(entries);
         pass
     }
