@@ -574,6 +574,8 @@ impl Ctx {
     ) -> Result<TopicPartitionList, DaemonError> {
         let mut start = TopicPartitionList::new();
         let mut parts = self.lock();
+        // New partitions are behind until the loop has measured their lag.
+        self.handle.stats().set_caught_up(false);
         let rules = parts.rules.clone();
         for e in tpl.elements() {
             let (topic, p) = (e.topic(), e.partition());
