@@ -24,7 +24,7 @@
 //! of every group once per day of stream time); a group with no entity left is dropped. Memory is bounded by
 //! the entities with qualifying alerts in the window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -120,29 +120,79 @@ pub fn regional_alert_id(rule: &str, version: &str, group: &str, at: Ts, action:
     format!("{:032x}", xxh3_128(key.as_bytes()))
 }
 
-/// One group of one aggregate rule.
+/// One group of one aggregate rule. After an evaluation at `t` every entity it holds is in the window at `t`
+/// (times are never later than the clock, and those at or before `t - W` are dropped), so the count is the
+/// number of entities held.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "GroupData", into = "GroupData")]
 struct Group {
     /// Each entity's latest qualifying alert time.
     entities: BTreeMap<CompactString, Ts>,
+    /// The same, ordered by time (what leaves the window first comes first).
+    by_time: BTreeSet<(Ts, CompactString)>,
     /// The level as last evaluated (0: none).
     standing: u8,
     /// The instant of the last evaluation.
     evaluated: Ts,
 }
 
+/// A group as saved: `by_time` is rebuilt from `entities`.
+#[derive(Serialize, Deserialize)]
+struct GroupData {
+    entities: BTreeMap<CompactString, Ts>,
+    standing: u8,
+    evaluated: Ts,
+}
+
+impl From<GroupData> for Group {
+    fn from(d: GroupData) -> Group {
+        let by_time = d.entities.iter().map(|(e, &at)| (at, e.clone())).collect();
+        Group { entities: d.entities, by_time, standing: d.standing, evaluated: d.evaluated }
+    }
+}
+
+impl From<Group> for GroupData {
+    fn from(g: Group) -> GroupData {
+        GroupData { entities: g.entities, standing: g.standing, evaluated: g.evaluated }
+    }
+}
+
 impl Group {
     /// Drops the entities whose time left the window at `t` and recomputes the standing level (a fall is
     /// silent).
     fn evaluate(&mut self, rule: &AggregateRule, t: Ts) {
-        self.entities.retain(|_, at| *at > t - rule.window);
-        self.standing = rule.level(self.count(rule, t));
+        while let Some((at, _)) = self.by_time.first()
+            && *at <= t - rule.window
+        {
+            if let Some((_, entity)) = self.by_time.pop_first() {
+                self.entities.remove(&entity);
+            }
+        }
+        self.standing = rule.level(self.count());
         self.evaluated = t;
     }
 
-    /// Distinct entities in the window at `t`.
-    fn count(&self, rule: &AggregateRule, t: Ts) -> u64 {
-        self.entities.values().filter(|&&at| at > t - rule.window && at <= t).count() as u64
+    /// Distinct entities in the window (at the instant of the last evaluation).
+    fn count(&self) -> u64 {
+        self.entities.len() as u64
+    }
+
+    /// Records a qualifying alert of `entity` at `at` (in the window): its latest time is kept.
+    fn insert(&mut self, entity: &str, at: Ts) {
+        match self.entities.get_mut(entity) {
+            Some(latest) if *latest >= at => {}
+            Some(latest) => {
+                let old = std::mem::replace(latest, at);
+                let key = CompactString::from(entity);
+                self.by_time.remove(&(old, key.clone()));
+                self.by_time.insert((at, key));
+            }
+            None => {
+                let key = CompactString::from(entity);
+                self.entities.insert(key.clone(), at);
+                self.by_time.insert((at, key));
+            }
+        }
     }
 }
 
@@ -243,9 +293,8 @@ impl Aggregator {
             if t > g.evaluated {
                 g.evaluate(rule, t);
             }
-            let latest = g.entities.entry(CompactString::from(alert.entity)).or_insert(alert.at);
-            *latest = (*latest).max(alert.at);
-            let value = g.count(rule, t);
+            g.insert(alert.entity, alert.at);
+            let value = g.count();
             let level = rule.level(value);
             if level > g.standing {
                 let (Some(action), Some(threshold)) =
@@ -253,14 +302,9 @@ impl Aggregator {
                 else {
                     continue;
                 };
-                let mut entities: Vec<String> = g
-                    .entities
-                    .iter()
-                    .filter(|&(_, &at)| at > t - rule.window && at <= t)
-                    .take(MAX_LISTED_ENTITIES)
-                    .map(|(e, _)| e.to_string())
-                    .collect();
-                entities.sort();
+                // Sorted, as the map's keys are.
+                let entities: Vec<String> =
+                    g.entities.keys().take(MAX_LISTED_ENTITIES).map(|e| e.to_string()).collect();
                 sink(RegionalAlert {
                     alert_id: regional_alert_id(&rule.id, &rule.version, group, t, action),
                     scope: rule.group_by,
@@ -288,8 +332,11 @@ impl Aggregator {
         if self.rules.is_empty() {
             return;
         }
+        let shadow = engine.rules().all.get(alert.rule).is_none_or(|r| r.state == RuleState::Shadow);
+        let counts = !shadow && self.rules.iter().any(|r| alert.action >= r.min_action);
         let entity = alert.entity.to_string();
-        let profile = engine.profile(&alert.entity);
+        // The profile is only looked up when the alert can count (it copies the entity's name).
+        let profile = if counts { engine.profile(&alert.entity) } else { None };
         self.offer(&EntityAlert::new(alert, engine.rules(), &entity, profile.as_ref()), sink);
     }
 
@@ -396,6 +443,21 @@ thresholds = { remind = 2, warn = 3 }
         assert_eq!(a.size(), (1, 1));
         let out = offer(&mut a, alert(101, "e6", "360502"));
         assert_eq!(brief(&out), [("3605".into(), Action::Remind, None, 2)]);
+    }
+
+    #[test]
+    fn an_entity_counts_from_its_latest_alert() {
+        let mut a = Aggregator::new(&rules(RULES));
+        offer(&mut a, alert(0, "e1", "360502"));
+        offer(&mut a, alert(20, "e1", "360502"));
+        offer(&mut a, alert(25, "e2", "360502"));
+        // Day 35: e1's first alert left the window, its latest (day 20) did not.
+        let out = offer(&mut a, alert(35, "e3", "360502"));
+        assert_eq!(brief(&out), [("3605".into(), Action::Warn, Some(Action::Remind), 3)]);
+        // Day 50: e1 (20) left; e2, e3 remain: the level falls to remind silently, e4 makes 3 again.
+        let out = offer(&mut a, alert(50, "e4", "360502"));
+        assert_eq!(brief(&out), [("3605".into(), Action::Warn, Some(Action::Remind), 3)]);
+        assert_eq!(out[0].entities, ["e2", "e3", "e4"]);
     }
 
     #[test]
