@@ -44,8 +44,8 @@ enum Command {
         /// as JSON Lines.
         #[arg(long)]
         falls: Option<PathBuf>,
-        /// Also write the regional alerts of the `[[aggregate]]` rules (groups of entities at warn or above)
-        /// to this file, as JSON Lines. The entity alerts on stdout are the same with or without it.
+        /// Also write the regional alerts of the `[[aggregate]]` rules (counts of entities per region, industry or
+        /// domain) to this file, as JSON Lines. The entity alerts on stdout are the same with or without it.
         #[arg(long)]
         regional: Option<PathBuf>,
         /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
