@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::aggregate::Aggregator;
 use crate::alert::{AlertRecord, FallRecord};
 use crate::engine::Engine;
 use crate::event::Rejection;
@@ -43,6 +44,10 @@ enum Command {
         /// as JSON Lines.
         #[arg(long)]
         falls: Option<PathBuf>,
+        /// Also write the regional alerts of the `[[aggregate]]` rules (counts of entities per region, industry or
+        /// domain) to this file, as JSON Lines. The entity alerts on stdout are the same with or without it.
+        #[arg(long)]
+        regional: Option<PathBuf>,
         /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
         #[arg(long)]
         parse_only: bool,
@@ -121,8 +126,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay { parse_only: true, files, .. } => cmd_parse_only(&files),
-        Command::Replay { rules, until, quiet, rejects, falls, files, .. } => {
-            cmd_replay(&rules, until.as_deref(), quiet, rejects.as_deref(), falls.as_deref(), &files)
+        Command::Replay { rules, until, quiet, rejects, falls, regional, files, .. } => {
+            let outputs =
+                ReplayOutputs { rejects: rejects.as_deref(), falls: falls.as_deref(), regional: regional.as_deref() };
+            cmd_replay(&rules, until.as_deref(), quiet, outputs, &files)
         }
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
@@ -165,14 +172,21 @@ pub(crate) fn open_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
 /// Prints at most this many rejected lines; the summary counts them all.
 const MAX_PRINTED_REJECTS: u64 = 100;
 
+/// The files `replay` writes besides stdout.
+struct ReplayOutputs<'a> {
+    rejects: Option<&'a Path>,
+    falls: Option<&'a Path>,
+    regional: Option<&'a Path>,
+}
+
 fn cmd_replay(
     rules: &Path,
     until: Option<&str>,
     quiet: bool,
-    rejects: Option<&Path>,
-    falls: Option<&Path>,
+    outputs: ReplayOutputs<'_>,
     files: &[String],
 ) -> anyhow::Result<bool> {
+    let ReplayOutputs { rejects, falls, regional } = outputs;
     let rules = load_rules(rules)?;
     let until = parse_until(until)?;
     let inputs = open_inputs(files)?;
@@ -184,6 +198,9 @@ fn cmd_replay(
     let mut reject_file = rejects.map(create).transpose()?;
     let mut fall_file = falls.map(create).transpose()?;
     let mut fall_error: Option<io::Error> = None;
+    let mut regional_file = regional.map(create).transpose()?;
+    let mut regional_error: Option<io::Error> = None;
+    let mut aggregator = Aggregator::new(&rules);
     let mut reject_error: Option<io::Error> = None;
     let mut engine = Engine::new(rules)?;
     if fall_file.is_some() {
@@ -199,12 +216,26 @@ fn cmd_replay(
         inputs,
         until,
         &mut |_, engine, signal| match signal {
-            Signal::Alert(alert) if write_error.is_none() => {
-                let record = AlertRecord::new(alert, engine.rules());
-                let written = serde_json::to_writer(&mut out, &record)
-                    .map_err(io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"));
-                write_error = written.err();
+            Signal::Alert(alert) => {
+                if write_error.is_none() {
+                    let record = AlertRecord::new(alert, engine.rules());
+                    let written = serde_json::to_writer(&mut out, &record)
+                        .map_err(io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    write_error = written.err();
+                }
+                if let Some(file) = &mut regional_file
+                    && regional_error.is_none()
+                {
+                    aggregator.offer_engine_alert(engine, alert, &mut |record| {
+                        if regional_error.is_none() {
+                            let written = serde_json::to_writer(&mut *file, &record)
+                                .map_err(io::Error::from)
+                                .and_then(|()| file.write_all(b"\n"));
+                            regional_error = written.err();
+                        }
+                    });
+                }
             }
             Signal::Fall(fall) => {
                 if let Some(file) = &mut fall_file
@@ -217,7 +248,6 @@ fn cmd_replay(
                     fall_error = written.err();
                 }
             }
-            Signal::Alert(_) => {}
         },
         &mut |rejection: &Rejection| {
             if let Some(file) = &mut reject_file
@@ -250,6 +280,12 @@ fn cmd_replay(
     if let Some(mut file) = fall_file {
         file.flush().context("writing falls")?;
     }
+    if let Some(e) = regional_error {
+        return Err(e).context("writing regional alerts");
+    }
+    if let Some(mut file) = regional_file {
+        file.flush().context("writing regional alerts")?;
+    }
     match out.flush() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
         flushed => flushed.context("writing alerts")?,
@@ -275,11 +311,13 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
     let mut text = String::new();
     writeln!(
         text,
-        "{}: {} rules from {} files ({} active)",
+        "{}: {} rules from {} files ({} active), {} aggregate rules ({} active)",
         dir.display(),
         rules.all.len(),
         rules.files.len(),
-        rules.active.len()
+        rules.active.len(),
+        rules.aggregates.len(),
+        rules.active_aggregates().count(),
     )?;
     for rule in &rules.all {
         let (what, ratio) = match &rule.measure {
@@ -306,6 +344,26 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
             let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
             writeln!(text, "  {name:<13} {}", row.join(""))?;
         }
+    }
+    for aggregate in &rules.aggregates {
+        let prefix = aggregate.prefix.map_or(String::new(), |n| format!(" (first {n} characters)"));
+        writeln!(
+            text,
+            "\n{} [{:?}] aggregate version {} ({})\n  {} / {}\n  distinct entities by {}{prefix} with an alert at \
+             {} or above over {} days",
+            aggregate.id,
+            aggregate.state,
+            aggregate.version,
+            aggregate.origin,
+            aggregate.name_zh,
+            aggregate.name_en,
+            aggregate.group_by,
+            aggregate.min_action,
+            aggregate.window / crate::time::DAY,
+        )?;
+        writeln!(text, "  {:<13} {}", "", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
+        let row = aggregate.thresholds.map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
+        writeln!(text, "  {:<13} {}", "entities", row.join(""))?;
     }
     print_all(&text)?;
     Ok(true)

@@ -8,11 +8,13 @@
 //! - [`engine`]: events in, the exact alert stream out; window state, levels, timers, dedup. Pure and
 //!   synchronous: it knows nothing of files, Kafka, SMTP or wall clocks.
 //! - [`alert`]: the JSON record of an alert.
+//! - [`aggregate`]: regional alerts (`[[aggregate]]` rules) derived from the entity alert stream.
 //! - [`lines`], [`replay`]: bounded line reading and the replay driver over files.
 //! - [`rule_tests`], [`diff`]: `test-rules` and `diff-rules`.
 //! - [`generate`]: the seeded synthetic event generator (`gen`).
 //! - [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
+pub mod aggregate;
 pub mod alert;
 pub mod checkpoint;
 pub mod cli;

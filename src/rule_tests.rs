@@ -19,7 +19,14 @@
 //! expect = [
 //!   { at = "2024-02-01T00:00:00Z", rule = "penalties-3y", action = "remind", value = 2 },
 //! ]
+//! # regional alerts of `[[aggregate]]` rules, compared exactly too (a case without the key expects none)
+//! expect_regional = [
+//!   { at = "2024-02-01T00:00:00Z", rule = "region-warn-cluster", group = "3605", action = "remind", value = 3 },
+//! ]
 //! ```
+//!
+//! A `profile` event can be a table: `{ at = "...", kind = "profile", entity = "...", region = "360502",
+//! industry = "F5212", domain = "food" }`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +35,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::aggregate::{Aggregator, RegionalAlert};
 use crate::engine::{Alert, Engine};
 use crate::replay::{Input, replay};
 use crate::rules::{Action, RuleSet, line_of, load_dir};
@@ -54,6 +62,8 @@ struct TestCase {
     events: Vec<EventSpec>,
     #[serde(default)]
     expect: Vec<Expect>,
+    #[serde(default)]
+    expect_regional: Vec<ExpectRegional>,
 }
 
 /// An input event: a table, or a raw JSON line (for bad input).
@@ -72,6 +82,74 @@ struct EventTable {
     entity: Option<String>,
     id: Option<String>,
     class: Option<String>,
+    /// Profile fields (`kind = "profile"`).
+    region: Option<String>,
+    industry: Option<String>,
+    domain: Option<String>,
+}
+
+/// An expected regional alert; left-out optional fields are not compared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectRegional {
+    at: String,
+    rule: String,
+    group: String,
+    action: Action,
+    /// `"none"` for no previous action.
+    previous: Option<String>,
+    value: Option<u64>,
+    threshold: Option<u64>,
+    entities: Option<Vec<String>>,
+}
+
+impl ExpectRegional {
+    fn matches(&self, seen: &RegionalAlert) -> bool {
+        parse_rfc3339(&self.at).is_ok_and(|t| format_rfc3339(t) == seen.at)
+            && self.rule == seen.rule_id
+            && self.group == seen.group
+            && self.action == seen.action
+            && self.previous.as_ref().is_none_or(|p| p == seen.previous_action.map_or("none", Action::as_str))
+            && self.value.is_none_or(|v| v == seen.value)
+            && self.threshold.is_none_or(|t| t == seen.threshold)
+            && self.entities.as_ref().is_none_or(|e| *e == seen.entities)
+    }
+
+    fn line(&self) -> String {
+        let mut s = format!("{} {} {} {}", self.at, self.rule, self.group, self.action);
+        let mut extra = Vec::new();
+        if let Some(p) = &self.previous {
+            extra.push(format!("previous {p}"));
+        }
+        if let Some(v) = self.value {
+            extra.push(format!("value {v}"));
+        }
+        if let Some(t) = self.threshold {
+            extra.push(format!("threshold {t}"));
+        }
+        if let Some(e) = &self.entities {
+            extra.push(format!("entities {e:?}"));
+        }
+        if !extra.is_empty() {
+            let _ = write!(s, " ({})", extra.join(", "));
+        }
+        s
+    }
+}
+
+/// A regional alert as a diff line.
+fn regional_line(r: &RegionalAlert) -> String {
+    format!(
+        "{} {} {} {} (previous {}, value {}, threshold {}, entities {:?})",
+        r.at,
+        r.rule_id,
+        r.group,
+        r.action,
+        r.previous_action.map_or("none", Action::as_str),
+        r.value,
+        r.threshold,
+        r.entities
+    )
 }
 
 /// An expected alert; left-out optional fields are not compared.
@@ -180,6 +258,11 @@ fn event_line(t: &EventTable, n: usize, default_entity: Option<&str>) -> anyhow:
     if let Some(class) = &t.class {
         v["data"] = serde_json::json!({ "class": class });
     }
+    for (key, value) in [("region", &t.region), ("industry", &t.industry), ("domain", &t.domain)] {
+        if let Some(value) = value {
+            v["data"][key] = serde_json::json!(value);
+        }
+    }
     Ok(v.to_string())
 }
 
@@ -221,17 +304,24 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
             })
             .transpose()?;
         let mut engine = Engine::new(rules.clone())?;
+        let mut aggregator = Aggregator::new(&rules);
         let mut seen = Vec::new();
+        let mut regional = Vec::new();
         replay(
             &mut engine,
             vec![Input::from_bytes(&case.name, input.into_bytes())],
             until,
-            &mut |engine, alert| seen.push(Seen::new(alert, engine.rules())),
+            &mut |engine, alert| {
+                seen.push(Seen::new(alert, engine.rules()));
+                aggregator.offer_engine_alert(engine, alert, &mut |r| regional.push(r));
+            },
             &mut |_| {},
         )?;
         let ok =
             seen.len() == case.expect.len() && case.expect.iter().zip(&seen).all(|(e, s)| e.matches(s, default_entity));
-        if ok && mistakes.is_empty() {
+        let regional_ok = regional.len() == case.expect_regional.len()
+            && case.expect_regional.iter().zip(&regional).all(|(e, r)| e.matches(r));
+        if ok && regional_ok && mistakes.is_empty() {
             let _ = writeln!(report, "  ok    {}", case.name);
         } else {
             all_ok = false;
@@ -240,37 +330,55 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
                 let _ = writeln!(report, "        {mistake}");
             }
             if !ok {
-                diff(&mut report, &case.expect, &seen, default_entity);
+                diff(
+                    &mut report,
+                    (case.expect.len(), seen.len()),
+                    |i, j| case.expect[i].matches(&seen[j], default_entity),
+                    |i| case.expect[i].line(default_entity),
+                    |j| seen[j].line(),
+                );
+            }
+            if !regional_ok {
+                let _ = writeln!(report, "        regional alerts:");
+                diff(
+                    &mut report,
+                    (case.expect_regional.len(), regional.len()),
+                    |i, j| case.expect_regional[i].matches(&regional[j]),
+                    |i| case.expect_regional[i].line(),
+                    |j| regional_line(&regional[j]),
+                );
             }
         }
     }
     Ok((report, all_ok))
 }
 
-/// A line diff of expected and actual alerts (longest common subsequence).
-fn diff(report: &mut String, expect: &[Expect], seen: &[Seen], default_entity: Option<&str>) {
-    let (n, m) = (expect.len(), seen.len());
+/// A line diff of `n` expected and `m` actual alerts (longest common subsequence); `matches(i, j)`: expectation
+/// `i` matches alert `j`.
+fn diff(
+    report: &mut String,
+    (n, m): (usize, usize),
+    matches: impl Fn(usize, usize) -> bool,
+    expect_line: impl Fn(usize) -> String,
+    seen_line: impl Fn(usize) -> String,
+) {
     let mut lcs = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if expect[i].matches(&seen[j], default_entity) {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if matches(i, j) { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let (mut i, mut j) = (0, 0);
     while i < n || j < m {
-        if i < n && j < m && expect[i].matches(&seen[j], default_entity) {
-            let _ = writeln!(report, "          {}", seen[j].line());
+        if i < n && j < m && matches(i, j) {
+            let _ = writeln!(report, "          {}", seen_line(j));
             i += 1;
             j += 1;
         } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            let _ = writeln!(report, "        + {}", seen[j].line());
+            let _ = writeln!(report, "        + {}", seen_line(j));
             j += 1;
         } else {
-            let _ = writeln!(report, "        - {}", expect[i].line(default_entity));
+            let _ = writeln!(report, "        - {}", expect_line(i));
             i += 1;
         }
     }

@@ -632,3 +632,154 @@ fn gen_is_deterministic_per_seed_and_replays() {
         assert!(a["entity_id"].as_str().is_some_and(|e| credit_sentinel::credit_code::EntityKey::parse(e).is_some()));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// regional alerts ([[aggregate]] rules)
+
+/// A valid credit code of district `region` (e.g. `360502`), numbered `i`.
+fn code_in(region: &str, i: usize) -> String {
+    credit_sentinel::credit_code::complete(&format!("91{region}MA{i:07}")).unwrap()
+}
+
+/// Three entities of 新余市 (3605) with profiles, each reaching penalties-3y warn (3 penalties at one instant)
+/// on 2 to 4 March 2024; then a fourth of another city (3601). Under the shipped `region-warn-cluster`
+/// (remind at 3 entities of one city) the third raises 3605 to remind on 4 March; the fourth adds nothing.
+fn regional_stream() -> (Vec<String>, Vec<String>) {
+    let entities: Vec<String> =
+        vec![code_in("360502", 1), code_in("360521", 2), code_in("360502", 3), code_in("360102", 4)];
+    let mut out = Vec::new();
+    for (i, e) in entities.iter().enumerate() {
+        let region = &e[2..8];
+        out.push(format!(
+            r#"{{"event_id":"pr{i}","entity_id":"{e}","kind":"profile","occurred_at":"2024-03-01T00:00:00Z","data":{{"region":"{region}"}}}}"#
+        ));
+    }
+    for (i, e) in entities.iter().enumerate() {
+        for n in 0..3 {
+            out.push(event(&format!("p{i}-{n}"), e, "penalty", &format!("2024-03-0{}T00:00:00Z", i + 2), None));
+        }
+    }
+    (out, entities)
+}
+
+fn regional_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn replay_regional_writes_group_alerts_and_leaves_stdout_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, entities) = regional_stream();
+    let events = write(dir.path(), "events.jsonl", &lines(&stream));
+    let plain = run(&["replay", p(&events)]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(alerts(&plain).len(), 4, "one warn per entity");
+    let regional = dir.path().join("regional.jsonl");
+    let with = run(&["replay", "--regional", p(&regional), p(&events)]);
+    assert!(with.status.success(), "{}", stderr(&with));
+    assert!(with.stdout == plain.stdout, "the entity alert stream is the same with --regional");
+    assert!(with.stderr == plain.stderr, "and so is the summary");
+
+    let got = regional_lines(&regional);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let r = &got[0];
+    let mut counted = entities[..3].to_vec();
+    counted.sort();
+    assert_eq!(r["scope"], "region");
+    assert_eq!(r["group"], "3605");
+    assert_eq!(r["rule_id"], "region-warn-cluster");
+    assert_eq!(r["rule_name_zh"], "同一设区市三十天内多家主体达到警示及以上");
+    assert_eq!(r["action"], "remind");
+    assert_eq!(r["previous_action"], Value::Null);
+    assert_eq!((r["value"].as_u64(), r["threshold"].as_u64(), r["window_days"].as_u64()), (Some(3), Some(3), Some(30)));
+    assert_eq!(r["at"], "2024-03-04T00:00:00Z");
+    assert_eq!(strs(&r["entities"]), counted);
+    assert_eq!(r["shadow"], false);
+    assert!(r["alert_id"].as_str().is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+
+    // The same input gives the same regional alert, id included.
+    let again = dir.path().join("again.jsonl");
+    assert!(run(&["replay", "--regional", p(&again), p(&events)]).status.success());
+    assert_eq!(std::fs::read(&regional).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn shadow_rule_alerts_do_not_count_for_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_copy(dir.path(), "rules", |t| after_id(t, "penalties-3y", "state = \"shadow\""));
+    let shipped = std::fs::read_to_string(default_rules_dir().join("regional.toml")).unwrap();
+    write(&rules, "regional.toml", &shipped);
+    let (stream, _) = regional_stream();
+    let events = write(dir.path(), "events.jsonl", &lines(&stream));
+    let regional = dir.path().join("regional.jsonl");
+    let out = run(&["replay", "--rules", p(&rules), "--regional", p(&regional), p(&events)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(alerts(&out).iter().all(|a| a["shadow"] == true), "the four warns are shadow alerts");
+    assert_eq!(alerts(&out).len(), 4);
+    assert_eq!(std::fs::read_to_string(&regional).unwrap(), "", "shadow alerts never count");
+
+    // The same in a rule test: a case expecting no regional alert passes, one expecting the city's passes
+    // only under the enabled rule.
+    let events_toml: String = stream.iter().map(|l| format!("  '{l}',\n")).collect();
+    let case = |name: &str, expect_regional: &str| {
+        format!(
+            "[[test]]\nname = \"{name}\"\nevents = [\n{events_toml}]\nexpect = [\n{}]\n{expect_regional}\n",
+            ["02", "03", "04", "05"]
+                .map(|d| format!(
+                    "  {{ at = \"2024-03-{d}T00:00:00Z\", rule = \"penalties-3y\", action = \"warn\" }},\n"
+                ))
+                .join("")
+        )
+    };
+    let raised = "expect_regional = [\n  { at = \"2024-03-04T00:00:00Z\", rule = \"region-warn-cluster\", group = \
+                  \"3605\", action = \"remind\", previous = \"none\", value = 3 },\n]";
+    let shadow_file = format!("rules = '{}'\n\n{}", rules.display(), case("shadow: none", ""));
+    let file = write(dir.path(), "shadow.test.toml", &shadow_file);
+    let out = run(&["test-rules", p(&file)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let wrong = format!("rules = '{}'\n\n{}", rules.display(), case("shadow: expects the city", raised));
+    let file = write(dir.path(), "wrong.test.toml", &wrong);
+    let out = run(&["test-rules", p(&file)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    assert!(report.contains("regional alerts:"), "{report}");
+    assert!(report.lines().any(|l| l.trim_start().starts_with("- 2024-03-04T00:00:00Z region-warn-cluster 3605")));
+
+    let enabled = format!("rules = '{}'\n\n{}", default_rules_dir().display(), case("enabled: the city", raised));
+    let file = write(dir.path(), "enabled.test.toml", &enabled);
+    let out = run(&["test-rules", p(&file)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn check_rules_lists_aggregates_and_checks_them() {
+    let out = run(&["check-rules", "alert-rules"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("2 aggregate rules (2 active)"), "{text}");
+    for want in
+        ["region-warn-cluster [Enabled] aggregate version", "by region (first 4 characters)", "industry-warn-cluster"]
+    {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+
+    // Ids are unique across rules and aggregates, named with file and line.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.toml", GOOD_RULE);
+    let aggregate = "# aggregates\n\n[[aggregate]]\nid = \"x-rule\"\nname_zh = \"测试\"\nname_en = \"Test\"\n\
+                     group_by = \"domain\"\nmin_action = \"warn\"\nwindow_days = 30\nthresholds = { remind = 2 }\n";
+    let b = write(dir.path(), "b.toml", aggregate);
+    let out = check_rules(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:3: aggregate id `x-rule` is already defined at", b.display())), "{err}");
+
+    // A bad key of an aggregate: file and line, nothing loaded.
+    write(dir.path(), "b.toml", &aggregate.replace("x-rule", "y-agg").replace("min_action", "prefix = 2\nmin_action"));
+    let out = check_rules(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:3: aggregate `y-agg`: `prefix` applies only", b.display())), "{err}");
+}

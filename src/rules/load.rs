@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Action, Measure, Rule, RuleSet, RuleState};
+use super::{Action, AggregateRule, GroupBy, Measure, Rule, RuleSet, RuleState};
 use crate::event::{Class, Kind};
 use crate::time::DAY;
 
@@ -18,6 +18,10 @@ use crate::time::DAY;
 pub const MAX_RULES: usize = 256;
 /// Most rules one set may have enabled or in shadow (the engine packs levels 3 bits per rule in a `u64`).
 pub const MAX_ACTIVE_RULES: usize = 21;
+/// Most aggregate rules (`[[aggregate]]`) one set may define.
+pub const MAX_AGGREGATES: usize = 64;
+/// Longest `prefix` of an aggregate rule, in characters (profile fields are cut at 200 characters).
+pub const MAX_PREFIX: i64 = 200;
 /// Longest window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 36_500;
 
@@ -146,6 +150,24 @@ struct RawRule {
     class_thresholds: BTreeMap<String, RawThresholds>,
 }
 
+/// An `[[aggregate]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAggregate {
+    id: String,
+    name_zh: String,
+    name_en: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_state")]
+    state: RuleState,
+    group_by: GroupBy,
+    prefix: Option<i64>,
+    min_action: Action,
+    window_days: i64,
+    thresholds: RawThresholds,
+}
+
 fn default_state() -> RuleState {
     RuleState::Enabled
 }
@@ -158,6 +180,8 @@ struct RawFile {
     class_factors: Option<RawFactors>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    aggregate: Vec<Spanned<RawAggregate>>,
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -165,8 +189,15 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// Parses one rule file's text. `path` is only used in messages.
+/// Parses one rule file's text and returns its `[[rule]]`s only (its `[[aggregate]]`s are checked, then
+/// left out: see [`load_file_str`]). `path` is only used in messages.
 pub fn load_str(path: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
+    load_file_str(path, text).map(|(rules, _)| rules)
+}
+
+/// Parses one rule file's text: its `[[rule]]`s and its `[[aggregate]]`s, each in file order. `path` is only
+/// used in messages.
+pub fn load_file_str(path: &str, text: &str) -> Result<(Vec<Rule>, Vec<AggregateRule>), RuleError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| RuleError::Invalid {
         path: path.to_owned(),
         line: e.span().map_or(1, |s| line_of(text, s.start)),
@@ -185,13 +216,70 @@ pub fn load_str(path: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             })?;
         rules.push(rule);
     }
-    Ok(rules)
+    let mut aggregates = Vec::with_capacity(raw.aggregate.len());
+    for spanned in &raw.aggregate {
+        let line = line_of(text, spanned.span().start);
+        let aggregate =
+            build_aggregate(spanned.get_ref(), &format!("{path}:{line}")).map_err(|message| RuleError::Invalid {
+                path: path.to_owned(),
+                line,
+                message: format!("aggregate `{}`: {message}", spanned.get_ref().id),
+            })?;
+        aggregates.push(aggregate);
+    }
+    Ok((rules, aggregates))
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("`id` must be non-empty lower-case letters, digits and `-`".into());
+    }
+    Ok(())
+}
+
+fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, String> {
+    check_id(&raw.id)?;
+    let prefix = match (raw.group_by, raw.prefix) {
+        (GroupBy::Domain, Some(_)) => {
+            return Err("`prefix` applies only to `group_by = \"region\"` or `\"industry\"`".into());
+        }
+        (_, None) => None,
+        (_, Some(n)) if (1..=MAX_PREFIX).contains(&n) => Some(n as usize),
+        (_, Some(_)) => return Err(format!("`prefix` must be between 1 and {MAX_PREFIX} characters")),
+    };
+    if !(1..=MAX_WINDOW_DAYS).contains(&raw.window_days) {
+        return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
+    }
+    let thresholds = raw.thresholds.as_array();
+    check_thresholds(&thresholds, "thresholds")?;
+    let window = raw.window_days * DAY;
+    let canonical = serde_json::json!({
+        "id": raw.id,
+        "aggregate": raw.group_by,
+        "prefix": prefix,
+        "min_action": raw.min_action,
+        "window": window,
+        "thresholds": thresholds,
+    });
+    let version = hex::encode(&Sha256::digest(canonical.to_string().as_bytes())[..6]);
+    Ok(AggregateRule {
+        id: raw.id.clone(),
+        name_zh: raw.name_zh.clone(),
+        name_en: raw.name_en.clone(),
+        description: raw.description.clone(),
+        state: raw.state,
+        group_by: raw.group_by,
+        prefix,
+        min_action: raw.min_action,
+        window,
+        thresholds,
+        version,
+        origin: origin.to_owned(),
+    })
 }
 
 fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
-    if raw.id.is_empty() || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err("`id` must be non-empty lower-case letters, digits and `-`".into());
-    }
+    check_id(&raw.id)?;
     let names: Vec<String> = match &raw.kind {
         OneOrMany::One(k) => vec![k.clone()],
         OneOrMany::Many(ks) => ks.clone(),
@@ -324,16 +412,23 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
         return Err(RuleError::NoFiles { path: dir.display().to_string() });
     }
     let mut all: Vec<Rule> = Vec::new();
+    let mut aggregates: Vec<AggregateRule> = Vec::new();
     for file in &files {
         let path = file.display().to_string();
         let text = std::fs::read_to_string(file).map_err(|error| RuleError::Io { path: path.clone(), error })?;
-        for rule in load_str(&path, &text)? {
+        let (rules, file_aggregates) = load_file_str(&path, &text)?;
+        // Ids are unique across rules and aggregates: both name what raised an alert.
+        let defined = |all: &[Rule], aggregates: &[AggregateRule], id: &str| {
+            let rule = all.iter().find(|r| r.id == id).map(|r| r.origin.clone());
+            rule.or_else(|| aggregates.iter().find(|a| a.id == id).map(|a| a.origin.clone()))
+        };
+        for rule in rules {
             let at = |message: String| {
                 let (path, line) = split_origin(&rule.origin);
                 Err(RuleError::Invalid { path, line, message })
             };
-            if let Some(other) = all.iter().find(|r| r.id == rule.id) {
-                return at(format!("rule id `{}` is already defined at {}", rule.id, other.origin));
+            if let Some(other) = defined(&all, &aggregates, &rule.id) {
+                return at(format!("rule id `{}` is already defined at {other}", rule.id));
             }
             if all.len() == MAX_RULES {
                 return at(format!("rule `{}` is one too many: a set has at most {MAX_RULES} rules", rule.id));
@@ -348,8 +443,24 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
             }
             all.push(rule);
         }
+        for aggregate in file_aggregates {
+            let at = |message: String| {
+                let (path, line) = split_origin(&aggregate.origin);
+                Err(RuleError::Invalid { path, line, message })
+            };
+            if let Some(other) = defined(&all, &aggregates, &aggregate.id) {
+                return at(format!("aggregate id `{}` is already defined at {other}", aggregate.id));
+            }
+            if aggregates.len() == MAX_AGGREGATES {
+                return at(format!(
+                    "aggregate `{}` is one too many: a set has at most {MAX_AGGREGATES} aggregate rules",
+                    aggregate.id
+                ));
+            }
+            aggregates.push(aggregate);
+        }
     }
-    Ok(RuleSet::new(all, files))
+    Ok(RuleSet::new(all, files).with_aggregates(aggregates))
 }
 
 fn split_origin(origin: &str) -> (String, usize) {
@@ -410,6 +521,49 @@ thresholds = { remind = 2, warn = 3, interview = 5, inspect = 8 }
         assert!(load_str("x.toml", &bad).is_err());
         let bad = RULE.replace("type = \"count\"", "type = \"surge\"");
         assert!(load_str("x.toml", &bad).unwrap_err().to_string().contains("min_ratio"));
+    }
+
+    const AGGREGATE: &str = r#"
+[[aggregate]]
+id = "city-warn"
+name_zh = "同一地区多家主体达到警示"
+name_en = "Several entities of one city at warn"
+group_by = "region"
+prefix = 4
+min_action = "warn"
+window_days = 30
+thresholds = { remind = 3, warn = 5 }
+"#;
+
+    #[test]
+    fn aggregates_load_with_file_and_line_errors() {
+        let (rules, aggregates) = load_file_str("x.toml", &format!("{RULE}{AGGREGATE}")).unwrap();
+        assert_eq!(rules.len(), 1);
+        let a = &aggregates[0];
+        assert_eq!((a.group_by, a.prefix, a.min_action, a.window), (GroupBy::Region, Some(4), Action::Warn, 30 * DAY));
+        assert_eq!(a.thresholds, [Some(3), Some(5), None, None]);
+        assert_eq!(a.state, RuleState::Enabled);
+        assert_eq!(load_file_str("x.toml", AGGREGATE).unwrap().1[0].origin, "x.toml:2");
+        assert_eq!(a.group_of("360502"), Some("3605"));
+        assert_eq!(a.group_of("36"), Some("36"));
+        assert_eq!(a.group_of(""), None);
+        let renamed = &load_file_str("x.toml", &AGGREGATE.replace("Several", "Many")).unwrap().1[0];
+        let changed = &load_file_str("x.toml", &AGGREGATE.replace("prefix = 4", "prefix = 6")).unwrap().1[0];
+        assert_eq!(a.version, renamed.version);
+        assert_ne!(a.version, changed.version);
+
+        let err = |text: String| load_file_str("x.toml", &text).unwrap_err().to_string();
+        let e = err(AGGREGATE.replace("prefix = 4", "prefix = 4\nper = 1"));
+        assert!(e.starts_with("x.toml:") && e.contains("unknown field `per`"), "{e}");
+        let e = err(AGGREGATE.replace("\"region\"", "\"domain\""));
+        assert!(e.starts_with("x.toml:2: aggregate `city-warn`: `prefix` applies only"), "{e}");
+        assert!(err(AGGREGATE.replace("\"region\"", "\"city\"")).contains("unknown variant `city`"));
+        assert!(err(AGGREGATE.replace("prefix = 4", "prefix = 0")).contains("`prefix` must be between"));
+        assert!(err(AGGREGATE.replace("warn = 5", "warn = 2")).contains("below the threshold"));
+        assert!(err(AGGREGATE.replace("{ remind = 3, warn = 5 }", "{}")).contains("sets no action"));
+        assert!(err(AGGREGATE.replace("window_days = 30", "window_days = 0")).contains("`window_days`"));
+        assert!(err(AGGREGATE.replace("\"warn\"", "\"alarm\"")).contains("unknown variant `alarm`"));
+        assert!(err(AGGREGATE.replace("city-warn", "City")).contains("`id` must be"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub(crate) use load::line_of;
-pub use load::{MAX_ACTIVE_RULES, MAX_RULES, RuleError, load_dir, load_str};
+pub use load::{MAX_ACTIVE_RULES, MAX_AGGREGATES, MAX_RULES, RuleError, load_dir, load_file_str, load_str};
 
 use crate::event::{Class, Kind};
 use crate::time::Ts;
@@ -153,6 +153,93 @@ impl Rule {
     }
 }
 
+/// The profile field an aggregate rule groups entities by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// The administrative division code (`region` of the profile).
+    Region,
+    /// The industry code (`industry` of the profile).
+    Industry,
+    /// The supervision domain (`domain` of the profile: `food`, `drug`, ...).
+    Domain,
+}
+
+impl GroupBy {
+    /// `region`, `industry` or `domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Region => "region",
+            GroupBy::Industry => "industry",
+            GroupBy::Domain => "domain",
+        }
+    }
+}
+
+impl fmt::Display for GroupBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One loaded `[[aggregate]]` rule: "at least N entities of one group at `min_action` or above within the
+/// window" raises a regional alert (see `crate::aggregate`). It never changes the entity alert stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateRule {
+    /// Stable id, unique across rules and aggregates.
+    pub id: String,
+    /// Chinese name (the seed's wording).
+    pub name_zh: String,
+    /// English name.
+    pub name_en: String,
+    /// Free text.
+    pub description: String,
+    /// Enabled, disabled (not evaluated) or shadow (evaluated, alerts marked `shadow`).
+    pub state: RuleState,
+    /// The profile field that forms the groups.
+    pub group_by: GroupBy,
+    /// For region and industry: the group is the first `prefix` characters of the value (`None`: all of it).
+    pub prefix: Option<usize>,
+    /// An entity counts when one of its non-shadow entity alerts reaches this action or higher.
+    pub min_action: Action,
+    /// Window length in seconds: at instant `t` it holds alert times `t - window < at <= t`.
+    pub window: Ts,
+    /// Thresholds (distinct entities) per action, `[action - 1]`; `None` where the action is not used.
+    pub thresholds: [Option<u64>; 4],
+    /// Content hash of what decides its alerts (group, prefix, minimum action, window, thresholds).
+    pub version: String,
+    /// The file and line that defined it.
+    pub origin: String,
+}
+
+impl AggregateRule {
+    /// The level a count of entities reaches: the highest action whose threshold it reaches (0: none).
+    pub fn level(&self, count: u64) -> u8 {
+        let mut level = 0;
+        for (i, t) in self.thresholds.iter().enumerate() {
+            if t.is_some_and(|t| count >= t) {
+                level = i as u8 + 1;
+            }
+        }
+        level
+    }
+
+    /// The threshold of `action`.
+    pub fn threshold(&self, action: Action) -> Option<u64> {
+        self.thresholds[action as usize - 1]
+    }
+
+    /// The group of a profile value: its first `prefix` characters (all of it when shorter or no prefix);
+    /// `None` for an empty value.
+    pub fn group_of<'v>(&self, value: &'v str) -> Option<&'v str> {
+        if value.is_empty() {
+            return None;
+        }
+        let end = self.prefix.and_then(|n| value.char_indices().nth(n)).map_or(value.len(), |(i, _)| i);
+        Some(&value[..end])
+    }
+}
+
 /// A validated set of rules, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -160,15 +247,29 @@ pub struct RuleSet {
     pub all: Vec<Rule>,
     /// Indices into `all` of the rules the engine evaluates (enabled and shadow), in order.
     pub active: Vec<usize>,
+    /// Every aggregate rule defined (disabled ones included), in file order. The engine ignores them.
+    pub aggregates: Vec<AggregateRule>,
     /// The files it was loaded from.
     pub files: Vec<PathBuf>,
 }
 
 impl RuleSet {
-    /// Builds a set from rules, keeping the active ones in order.
+    /// Builds a set from rules, keeping the active ones in order (no aggregate rules: see
+    /// [`RuleSet::with_aggregates`]).
     pub fn new(all: Vec<Rule>, files: Vec<PathBuf>) -> RuleSet {
         let active = all.iter().enumerate().filter(|(_, r)| r.state != RuleState::Disabled).map(|(i, _)| i).collect();
-        RuleSet { all, active, files }
+        RuleSet { all, active, aggregates: Vec::new(), files }
+    }
+
+    /// The same set with these aggregate rules.
+    pub fn with_aggregates(mut self, aggregates: Vec<AggregateRule>) -> RuleSet {
+        self.aggregates = aggregates;
+        self
+    }
+
+    /// The aggregate rules evaluated (enabled and shadow), in order.
+    pub fn active_aggregates(&self) -> impl Iterator<Item = &AggregateRule> {
+        self.aggregates.iter().filter(|a| a.state != RuleState::Disabled)
     }
 
     /// The active rules, in evaluation order.
