@@ -581,3 +581,146 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
     assert!(!s.body.contains("91360"), "no entity in any label");
     stop(child);
 }
+
+/// A profile event line.
+fn profile_event(id: &str, entity: &str, at: i64, region: &str, industry: &str) -> String {
+    serde_json::json!({
+        "event_id": id, "entity_id": entity, "kind": "profile",
+        "occurred_at": credit_sentinel::time::format_rfc3339(at),
+        "data": { "name": format!("示例 {entity}"), "region": region, "industry": industry, "domain": "food" }
+    })
+    .to_string()
+}
+
+#[test]
+fn regional_alerts_reach_the_leadership_once_and_their_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three entities of city 3605 and one of city 3601 each reach warn (three penalties within days): the
+    // city 3605 reaches the shipped aggregate's remind threshold (3 entities at warn or above in 30 days).
+    let t0 = credit_sentinel::time::parse_rfc3339("2025-03-01T00:00:00Z").unwrap();
+    let day = 86_400;
+    let mut lines = Vec::new();
+    // (Each of another industry division, so that only the city's aggregate counts them together.)
+    for (i, region, industry) in
+        [(0, "360502", "F5211"), (1, "360521", "C1311"), (2, "360502", "H6210"), (3, "360102", "G5411")]
+    {
+        lines.push(profile_event(&format!("p{i}"), &code(i), t0, region, industry));
+    }
+    for k in 1..=3 {
+        for i in 0..4 {
+            let at = credit_sentinel::time::format_rfc3339(t0 + k * day + i as i64 * 60);
+            lines.push(event(&format!("pen{i}-{k}"), &code(i), "penalty", &at, None));
+        }
+    }
+    let closing = credit_sentinel::time::format_rfc3339(t0 + 10 * day);
+    lines.push(event("closing", &code(0), "address_change", &closing, None));
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+
+    // What replay --regional says (independent of the daemon's notifier).
+    let regional_file = dir.path().join("regional.jsonl");
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg("--rules")
+        .arg(default_rules_dir())
+        .arg("--regional")
+        .arg(&regional_file)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let want: Vec<serde_json::Value> =
+        std::fs::read_to_string(&regional_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(want.len(), 1, "one regional alert: {want:?}");
+    assert_eq!(want[0]["group"], "3605");
+    assert_eq!(want[0]["rule_id"], "region-warn-cluster");
+    assert_eq!(want[0]["action"], "remind");
+
+    let notify = r#"
+[notify]
+from = "预警 <alerts@amr.example.cn>"
+[[notify.receivers]]
+name = "科室"
+to = ["dept@amr.example.cn"]
+[[notify.receivers]]
+name = "局领导"
+to = ["leadership@amr.example.cn"]
+[notify.route]
+receiver = "科室"
+group_wait_secs = 0
+[[notify.route.routes]]
+match = { rule = ["region-warn-cluster", "industry-warn-cluster"] }
+receiver = "局领导"
+group_wait_secs = 0
+"#;
+    let source = format!("[file]\npath = \"{}\"\nfollow = false\nalerts = \"alerts.jsonl\"\n{notify}", input.display());
+    let config = write_config(dir.path(), &default_rules_dir(), &source);
+    let run = run_to_end(&config);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("regional alert"), "logged");
+    let mails = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path().join("state/mail"))
+            .unwrap()
+            .flatten()
+            .map(|f| std::fs::read_to_string(f.path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = mails();
+    let leaders: Vec<&String> = first.iter().filter(|m| m.contains("leadership@amr.example.cn")).collect();
+    assert_eq!(leaders.len(), 1, "one e-mail to the leadership");
+    let eml = leaders[0];
+    assert!(eml.contains(want[0]["alert_id"].as_str().unwrap()), "it carries the regional alert's id:\n{eml}");
+    assert!(!eml.contains("dept@amr.example.cn"), "only the leadership gets it");
+    // The body lists the city's three entities (quoted-printable or base64: decode through the text part).
+    let entity_alerts = std::fs::read_to_string(dir.path().join("state/alerts.jsonl")).unwrap();
+    assert!(entity_alerts.lines().count() >= 8, "the entities' own alerts are written as usual");
+    assert!(!entity_alerts.contains("region-warn-cluster"), "regional alerts never reach the entity alert output");
+    assert!(first.iter().filter(|m| m.contains("dept@amr.example.cn")).count() >= 4, "entity alerts mailed");
+    assert!(dir.path().join("state/regional.json").exists(), "the regional state is saved");
+
+    // A restart with two more entities of the city reaching warn: with the count restored (3 + 2 = 5) the city
+    // rises to warn; a fresh aggregator would count 2 and raise nothing. The remind is not mailed again.
+    let mut more = std::fs::read_to_string(&input).unwrap();
+    let later = t0 + 11 * day;
+    for i in 4..6 {
+        let entity = credit_sentinel::credit_code::complete(&format!("9136050200000000{i}")).unwrap();
+        more.push_str(&profile_event(&format!("p{i}"), &entity, later, "360502", &format!("K70{i}1")));
+        more.push('\n');
+        for k in 1..=3 {
+            let at = credit_sentinel::time::format_rfc3339(later + k * day + i as i64 * 60);
+            more.push_str(&event(&format!("pen{i}-{k}"), &entity, "penalty", &at, None));
+            more.push('\n');
+        }
+    }
+    let at = credit_sentinel::time::format_rfc3339(later + 10 * day);
+    more.push_str(&event("late-closing", &code(0), "address_change", &at, None));
+    more.push('\n');
+    std::fs::write(&input, more).unwrap();
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg("--rules")
+        .arg(default_rules_dir())
+        .arg("--regional")
+        .arg(&regional_file)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let want: Vec<serde_json::Value> =
+        std::fs::read_to_string(&regional_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(want.len(), 2, "remind, then warn: {want:?}");
+    assert_eq!((&want[1]["action"], &want[1]["value"]), (&serde_json::json!("warn"), &serde_json::json!(5)));
+
+    let run = run_to_end(&config);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("regional state restored"));
+    let second = mails();
+    let leaders: Vec<&String> = second.iter().filter(|m| m.contains("leadership@amr.example.cn")).collect();
+    assert_eq!(leaders.len(), 2, "the warn, and the remind not again");
+    for w in &want {
+        let id = w["alert_id"].as_str().unwrap();
+        assert_eq!(leaders.iter().filter(|m| m.contains(id)).count(), 1, "{id} mailed once");
+    }
+}

@@ -61,7 +61,7 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     let producer = Arc::new(producer(kafka, &base)?);
     let alert_partitions = partitions_of(&producer, &kafka.alert_topic)?;
     if !config.bootstrap.files.is_empty() {
-        bootstrap(config, kafka, &rules, &producer, alert_partitions, stats)?;
+        bootstrap(config, kafka, &rules, &producer, alert_partitions, handle)?;
     }
     let ctx = Ctx {
         parts: Mutex::new(Parts { tasks: HashMap::new(), rules }),
@@ -317,8 +317,9 @@ fn bootstrap(
     rules: &Arc<RuleSet>,
     producer: &Producer_,
     alert_partitions: i32,
-    stats: &Stats,
+    handle: &Handle,
 ) -> Result<(), DaemonError> {
+    let stats = handle.stats();
     let root = config.state_dir().join("kafka");
     if root.join(BOOTSTRAP_DONE).exists() {
         tracing::info!(dir = %root.display(), "history was loaded before: not loaded again");
@@ -367,7 +368,7 @@ fn bootstrap(
     let mut tasks = Vec::with_capacity(n as usize);
     for p in 0..n {
         let store = Store::open(root.join(format!("partition-{p}")), config.checkpoint.keep)?;
-        tasks.push(Task::open(store, rules, &config.clock, None)?.0);
+        tasks.push(Task::open(store, rules, &config.clock, None, handle.regional())?.0);
     }
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
@@ -581,7 +582,8 @@ impl Ctx {
             let (topic, p) = (e.topic(), e.partition());
             if let std::collections::hash_map::Entry::Vacant(slot) = parts.tasks.entry(p) {
                 let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
-                let (mut task, restored) = Task::open(store, &rules, &self.clock, self.handle.notifier())?;
+                let (mut task, restored) =
+                    Task::open(store, &rules, &self.clock, self.handle.notifier(), self.handle.regional())?;
                 let q = self.alert_partition(p);
                 let n = self.alert_partitions as u32;
                 if restored && task.meta.alert_partitions != 0 && task.meta.alert_partitions != n {

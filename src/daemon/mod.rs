@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod kafka;
+pub mod regional;
 pub mod service;
 pub mod stats;
 pub mod task;
@@ -53,6 +54,7 @@ struct Shared {
     reload: Mutex<Option<Arc<RuleSet>>>,
     stats: Stats,
     notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    regional: std::sync::OnceLock<Arc<regional::Regional>>,
 }
 
 impl Handle {
@@ -126,6 +128,11 @@ impl Handle {
         }
     }
 
+    /// The regional aggregator, once the daemon has started.
+    pub fn regional(&self) -> Option<Arc<regional::Regional>> {
+        self.shared.regional.get().cloned()
+    }
+
     /// The notifier, when `[notify]` is configured and the daemon has started it.
     pub fn notifier(&self) -> Option<Arc<crate::notify::Notifier>> {
         self.shared.notifier.get().cloned()
@@ -151,6 +158,10 @@ pub async fn run(
 /// The daemon's loop on the calling thread (and, with `[notify]`, the notifier's and the admin socket's
 /// threads).
 pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Result<(), DaemonError> {
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|error| DaemonError::Io { context: state_dir.display().to_string(), error })?;
+    let _ = handle.shared.regional.set(regional::Regional::open(&state_dir, &rules)?);
     let mut notifier_thread = None;
     if let Some(notify) = &config.notifications {
         let state_dir = config.state_dir();

@@ -20,12 +20,14 @@ pub fn check_config(path: &Path) -> anyhow::Result<bool> {
         Source::Kafka(k) => format!("kafka {} topics {}", k.brokers, k.topics.join(",")),
     };
     println!(
-        "{}: ok: source {source}; clock {:?}; state {}; {} rules ({} active) from {}",
+        "{}: ok: source {source}; clock {:?}; state {}; {} rules ({} active) and {} aggregate rules ({} active) from {}",
         path.display(),
         config.clock.mode,
         config.state_dir().display(),
         rules.all.len(),
         rules.active.len(),
+        rules.aggregates.len(),
+        rules.active_aggregates().count(),
         config.rules.display()
     );
     if let Some(n) = &config.notifications {

@@ -9,6 +9,8 @@ use crate::config::{ClockConfig, ClockMode};
 use crate::engine::{Alert, Engine, Offer};
 use crate::event::{Event, Reason};
 use crate::notify::Notifier;
+
+use super::regional::Regional;
 use crate::rules::RuleSet;
 use crate::time::Ts;
 
@@ -35,6 +37,8 @@ pub struct Task {
     out: Vec<Output>,
     /// Where live alerts and level falls are handed for e-mail.
     notifier: Option<Arc<Notifier>>,
+    /// The process's regional aggregator, fed with every alert raised.
+    regional: Option<Arc<Regional>>,
 }
 
 impl Task {
@@ -44,6 +48,7 @@ impl Task {
         rules: &Arc<RuleSet>,
         clock: &ClockConfig,
         notifier: Option<Arc<Notifier>>,
+        regional: Option<Arc<Regional>>,
     ) -> Result<(Task, bool), DaemonError> {
         let (engine, meta, restored) = match store.restore(rules)? {
             Some(r) => {
@@ -71,6 +76,7 @@ impl Task {
             suppress,
             out: Vec::new(),
             notifier,
+            regional,
         };
         Ok((task, restored))
     }
@@ -118,6 +124,9 @@ impl Task {
 
     /// Swaps in a reloaded rule set (see [`Engine::set_rules`]).
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Result<(), DaemonError> {
+        if let Some(r) = &self.regional {
+            r.set_rules(&rules);
+        }
         Ok(self.engine.set_rules(rules)?)
     }
 
@@ -172,6 +181,9 @@ impl Task {
                 n.fall(fall, &self.engine);
             }
         }
+        if let Some(r) = &self.regional {
+            r.offer(&self.engine, &raised, stats, notifier.map(|n| &**n));
+        }
     }
 
     /// Whether alerts are waiting to be taken.
@@ -194,6 +206,10 @@ impl Task {
         // The notifier's state first: the checkpoint says these alerts are done.
         if let Some(n) = &self.notifier {
             n.sync()?;
+        }
+        // The regional state too: the alerts before this checkpoint are never offered again.
+        if let Some(r) = &self.regional {
+            r.save()?;
         }
         let started = std::time::Instant::now();
         let bytes = self.store.write(&self.meta, &self.engine)?;

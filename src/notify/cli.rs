@@ -171,6 +171,8 @@ pub fn sample_notice(action: Action, profile: Option<Profile>) -> Notice {
         ],
         profile,
         window_days: 1095,
+        scope: None,
+        entities: Vec::new(),
     }
 }
 

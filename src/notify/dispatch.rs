@@ -276,7 +276,8 @@ impl Dispatcher {
             }
         }
         let key = standing_key(&notice.entity_id, &notice.rule);
-        if kept.is_empty() {
+        if kept.is_empty() || notice.scope.is_some() {
+            // (A regional level has no falls reported: it is neither repeated nor resolved.)
             // A rise on no following route replaces what an earlier rise left standing.
             self.state.standing.remove(&key);
         } else {

@@ -190,6 +190,12 @@ impl Notifier {
         self.op(Op::Accept { notice: Box::new(notice), now: wall_now() });
     }
 
+    /// Hands over a regional alert (routed like any alert; never repeated or resolved).
+    pub fn regional(&self, alert: &crate::aggregate::RegionalAlert, rules: &crate::rules::RuleSet) {
+        let notice = Notice::of_regional(alert, rules);
+        self.op(Op::Accept { notice: Box::new(notice), now: wall_now() });
+    }
+
     /// Hands over a level fall (for resolved notices).
     pub fn fall(&self, fall: &Fall, engine: &Engine) {
         let rule = engine.rules().all[fall.rule].id.clone();

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::dispatch::FallNote;
+use crate::aggregate::RegionalAlert;
 use crate::engine::{Alert, Engine, Profile};
 use crate::event::{Class, Kind};
-use crate::rules::Action;
+use crate::rules::{Action, GroupBy, RuleSet};
 use crate::time::Ts;
 
 /// Why a notice is sent.
@@ -63,6 +64,12 @@ pub struct Notice {
     pub profile: Option<Profile>,
     /// The rule's window in days (for "in the last N days").
     pub window_days: i64,
+    /// A regional alert's scope (`region`, `industry` or `domain`); `None` for an entity's alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A regional alert's counted entities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<String>,
 }
 
 impl Notice {
@@ -87,6 +94,50 @@ impl Notice {
             evidence: alert.evidence.iter().map(|e| Item { id: e.id.to_string(), kind: e.kind, at: e.at }).collect(),
             profile: engine.profile(&alert.entity),
             window_days: rule.measure.window() / crate::time::DAY,
+            scope: None,
+            entities: Vec::new(),
+        }
+    }
+
+    /// The notice of a regional alert. Its `entity` label is `scope:group` (e.g. `region:3605`), and its profile
+    /// holds the group in the scope's field, so routes match it by rule id, and by region or industry prefix.
+    pub fn of_regional(r: &RegionalAlert, rules: &RuleSet) -> Notice {
+        let at = crate::time::parse_rfc3339(&r.at).unwrap_or_default();
+        let description = rules.aggregates.iter().find(|a| a.id == r.rule_id).map(|a| a.description.clone());
+        let scope = r.scope.as_str();
+        let group = Some(std::sync::Arc::<str>::from(r.group.as_str()));
+        let name = match r.scope {
+            GroupBy::Region => format!("行政区划 {}", r.group),
+            GroupBy::Industry => format!("行业 {}", r.group),
+            GroupBy::Domain => format!("监管领域 {}", r.group),
+        };
+        Notice {
+            id: r.alert_id.clone(),
+            alert_id: r.alert_id.clone(),
+            status: Status::Firing,
+            entity_id: format!("{scope}:{}", r.group),
+            rule: r.rule_id.clone(),
+            rule_name_zh: r.rule_name_zh.clone(),
+            rule_description: description.unwrap_or_default(),
+            action: r.action,
+            previous_action: r.previous_action,
+            at,
+            value: r.value as i64,
+            threshold: r.threshold,
+            class: None,
+            windows: vec![Span { from: at - r.window_days * crate::time::DAY, to: at, count: r.value }],
+            evidence: Vec::new(),
+            profile: Some(Profile {
+                at,
+                name: Some(name.into()),
+                region: group.clone().filter(|_| r.scope == GroupBy::Region),
+                industry: group.clone().filter(|_| r.scope == GroupBy::Industry),
+                domain: group.filter(|_| r.scope == GroupBy::Domain),
+                authority: None,
+            }),
+            window_days: r.window_days,
+            scope: Some(scope.to_owned()),
+            entities: r.entities.clone(),
         }
     }
 

@@ -166,6 +166,10 @@ struct NoticeView<'a> {
     window_days: i64,
     windows: Vec<WindowView>,
     evidence: Vec<EvidenceView<'a>>,
+    /// A regional alert's scope (`region`, `industry`, `domain`); absent for an entity's alert.
+    scope: Option<&'a str>,
+    /// A regional alert's counted entities.
+    entities: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -259,6 +263,8 @@ impl<'a> NoticeView<'a> {
                     at: local_time(e.at, offset),
                 })
                 .collect(),
+            scope: n.scope.as_deref(),
+            entities: n.entities.iter().map(String::as_str).collect(),
         }
     }
 }

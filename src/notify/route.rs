@@ -88,7 +88,7 @@ impl Matchers {
         }
         if let Some(rules) = rules {
             for r in &self.rule {
-                if !rules.all.iter().any(|x| x.id == *r) {
+                if !rules.all.iter().any(|x| x.id == *r) && !rules.aggregates.iter().any(|a| a.id == *r) {
                     return Err(format!("rule {r:?} is not in the rule set"));
                 }
             }
