@@ -259,6 +259,7 @@ impl Chores {
         if self.last_view.is_some_and(|at| at.elapsed() < every) {
             return;
         }
+        let started = Instant::now();
         let mut view = stats::View::default();
         let mut bytes = 0;
         for engine in engines {
@@ -267,8 +268,16 @@ impl Chores {
             view.merge(part);
             bytes += engine.state_bytes() as u64;
         }
+        let groups = view.regions.len();
         stats.set_view(view);
         stats.state_bytes.store(bytes, Ordering::Relaxed);
+        tracing::debug!(
+            target: "credit_sentinel::view",
+            regions = groups,
+            state_bytes = bytes,
+            micros = started.elapsed().as_micros() as u64,
+            "regional view refreshed"
+        );
         self.last_view = Some(Instant::now());
     }
 
