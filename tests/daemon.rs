@@ -582,6 +582,21 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
     stop(child);
 }
 
+/// The regional alerts `replay --regional` writes for `input` (through `out`).
+fn replay_regional(input: &Path, out: &Path) -> Vec<serde_json::Value> {
+    let o = Command::new(BIN)
+        .arg("replay")
+        .arg("--rules")
+        .arg(default_rules_dir())
+        .arg("--regional")
+        .arg(out)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// A profile event line.
 fn profile_event(id: &str, entity: &str, at: i64, region: &str, industry: &str) -> String {
     serde_json::json!({
@@ -619,18 +634,7 @@ fn regional_alerts_reach_the_leadership_once_and_their_state_survives_a_restart(
 
     // What replay --regional says (independent of the daemon's notifier).
     let regional_file = dir.path().join("regional.jsonl");
-    let o = Command::new(BIN)
-        .arg("replay")
-        .arg("--rules")
-        .arg(default_rules_dir())
-        .arg("--regional")
-        .arg(&regional_file)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let want: Vec<serde_json::Value> =
-        std::fs::read_to_string(&regional_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want = replay_regional(&input, &regional_file);
     assert_eq!(want.len(), 1, "one regional alert: {want:?}");
     assert_eq!(want[0]["group"], "3605");
     assert_eq!(want[0]["rule_id"], "region-warn-cluster");
@@ -698,18 +702,7 @@ group_wait_secs = 0
     more.push_str(&event("late-closing", &code(0), "address_change", &at, None));
     more.push('\n');
     std::fs::write(&input, more).unwrap();
-    let o = Command::new(BIN)
-        .arg("replay")
-        .arg("--rules")
-        .arg(default_rules_dir())
-        .arg("--regional")
-        .arg(&regional_file)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let want: Vec<serde_json::Value> =
-        std::fs::read_to_string(&regional_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want = replay_regional(&input, &regional_file);
     assert_eq!(want.len(), 2, "remind, then warn: {want:?}");
     assert_eq!((&want[1]["action"], &want[1]["value"]), (&serde_json::json!("warn"), &serde_json::json!(5)));
 
