@@ -404,6 +404,14 @@ impl Config {
                             format!("`{key}` is set by credit-sentinel (offsets and idempotence are ours)"),
                         ));
                     }
+                    if key == "statistics.interval.ms" && table.get(key).is_some_and(|v| v.trim() == "0") {
+                        return Err(invalid(
+                            key_line(text, key),
+                            "`statistics.interval.ms` = 0 turns off the statistics the lag metric and /readyz \
+                             need"
+                                .to_owned(),
+                        ));
+                    }
                 }
             }
         }
@@ -660,6 +668,10 @@ mod tests {
         let e = error(&format!("{base}\"enable.auto.commit\" = \"true\"\n"));
         assert!(e.contains("set by credit-sentinel"), "{e}");
         assert!(error(&format!("{base}\"fetch.wait.max.ms\" = \"50\"\n")).is_empty());
+        // The lag metric and /readyz need librdkafka's statistics.
+        let e = error(&format!("{base}\"statistics.interval.ms\" = \"0\"\n"));
+        assert!(e.starts_with("c.toml:6:") && e.contains("/readyz"), "{e}");
+        assert!(error(&format!("{base}\"statistics.interval.ms\" = \"1000\"\n")).is_empty());
     }
 
     #[test]

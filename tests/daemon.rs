@@ -551,7 +551,14 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
         assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", reason)]), *n as f64, "{reason}");
     }
     assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[]), want_rejected.values().sum::<u64>() as f64);
-    assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", "future")]), 0.0, "every reason is exported");
+    let reasons: std::collections::BTreeSet<&str> = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == "credit_sentinel_rejected_lines_total")
+        .filter_map(|x| x.labels.get("reason"))
+        .collect();
+    assert_eq!(reasons.len(), 14, "every reason is exported, at 0 until it happens: {reasons:?}");
+    assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", "future")]), 0.0);
     for ((rule, action), n) in &want_alerts {
         assert_eq!(
             s.sum("credit_sentinel_alerts_total", &[("rule", rule), ("action", action)]),

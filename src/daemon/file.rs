@@ -60,6 +60,9 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     let stdin_eof = tail.stdin_eof.clone();
     while !handle.stopping() && !ended {
         if let Some(new) = handle.take_reload() {
+            if let Some(regional) = handle.regional() {
+                regional.set_rules(&new);
+            }
             task.set_rules(new)?;
             Stats::add(&stats.reloads_ok, 1);
             tracing::info!("rules reloaded");

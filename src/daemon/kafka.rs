@@ -102,6 +102,9 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
                 return Err(fatal);
             }
             if let Some(new) = handle.take_reload() {
+                if let Some(regional) = handle.regional() {
+                    regional.set_rules(&new);
+                }
                 {
                     let mut parts = consumer.context().lock();
                     for task in parts.tasks.values_mut() {
@@ -184,18 +187,20 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
     }
 }
 
-/// Computes the lag of the owned partitions (high watermark from the statistics minus the next offset the
-/// state holds) and whether the source has caught up: every owned partition's watermark known and the lag
-/// within `max` in all. With no partition owned, there is nothing to catch up with.
+/// Computes the lag of the owned partitions (the high watermark from the statistics minus the next offset the
+/// state holds, or the low watermark when the state holds none or one below it: retention removed the rest)
+/// and whether the source has caught up: every owned partition's watermarks known and the lag within `max` in
+/// all. With no partition owned, there is nothing to catch up with.
 fn update_lag(topics: &[String], parts: &Parts, stats: &Stats, max: u64) {
     let mut lag = std::collections::BTreeMap::new();
     let mut known = true;
     for (&p, task) in &parts.tasks {
         for topic in topics {
             let next = task.meta.offsets.get(topic).copied().unwrap_or(0);
-            match stats.high_water(topic, p) {
-                Some(high) => {
-                    lag.insert((topic.clone(), p), (high.max(0) as u64).saturating_sub(next));
+            match stats.watermarks(topic, p) {
+                Some((low, high)) => {
+                    let position = next.max(low.max(0) as u64);
+                    lag.insert((topic.clone(), p), (high.max(0) as u64).saturating_sub(position));
                 }
                 None => known = false,
             }
@@ -472,10 +477,14 @@ impl ClientContext for Ctx {
     /// librdkafka's statistics (every `statistics.interval.ms`, served inside `poll`): the partitions' high
     /// watermarks, from which the loop computes the lag of the partitions it owns.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let stats = self.handle.stats();
-        stats.set_high_water(statistics.topics.into_iter().flat_map(|(topic, t)| {
-            t.partitions.into_values().map(move |p| ((topic.clone(), p.partition), p.hi_offset))
-        }));
+        // Only partitions being fetched: librdkafka keeps reporting the last watermarks it saw of the others.
+        let marks = statistics.topics.into_iter().flat_map(|(topic, t)| {
+            t.partitions
+                .into_values()
+                .filter(|p| p.partition >= 0 && p.fetch_state == "active" && p.hi_offset >= 0)
+                .map(move |p| ((topic.clone(), p.partition), (p.lo_offset.max(0), p.hi_offset)))
+        });
+        self.handle.stats().set_watermarks(marks);
     }
 }
 
@@ -575,8 +584,11 @@ impl Ctx {
     ) -> Result<TopicPartitionList, DaemonError> {
         let mut start = TopicPartitionList::new();
         let mut parts = self.lock();
-        // New partitions are behind until the loop has measured their lag.
+        // New partitions are behind until the loop has measured their lag from statistics about them.
         self.handle.stats().set_caught_up(false);
+        for e in tpl.elements() {
+            self.handle.stats().forget_watermarks(e.partition());
+        }
         let rules = parts.rules.clone();
         for e in tpl.elements() {
             let (topic, p) = (e.topic(), e.partition());
@@ -675,7 +687,6 @@ impl Ctx {
 
     /// Handles one input message.
     fn handle(&self, m: &rdkafka::message::BorrowedMessage<'_>, stats: &Stats) -> Result<(), DaemonError> {
-        let consumed = std::time::Instant::now();
         let mut parts = self.lock();
         let p = m.partition();
         let Some(task) = parts.tasks.get_mut(&p) else { return Ok(()) };
@@ -699,14 +710,20 @@ impl Ctx {
         }
         if task.has_output() {
             self.produce_alerts(p, task)?;
-            stats.alert_latency.record(consumed.elapsed());
         }
         Ok(())
     }
 
-    /// Produces the task's pending alerts to its alert partition.
+    /// Produces the task's pending alerts to its alert partition, and records their latency: from handing in
+    /// the first event of the batch that raised them (with the wall clock, the batch waits for its second to
+    /// end) to handing them to the producer.
     fn produce_alerts(&self, p: i32, task: &mut Task) -> Result<(), DaemonError> {
-        produce_alerts(&self.producer, &self.kafka.alert_topic, self.alert_partition(p), p, task)
+        let since = task.take_output_since();
+        produce_alerts(&self.producer, &self.kafka.alert_topic, self.alert_partition(p), p, task)?;
+        if let Some(since) = since {
+            self.handle.stats().alert_latency.record(since.elapsed());
+        }
+        Ok(())
     }
 
     fn dead_letter(

@@ -161,7 +161,9 @@ pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Re
     let state_dir = config.state_dir();
     std::fs::create_dir_all(&state_dir)
         .map_err(|error| DaemonError::Io { context: state_dir.display().to_string(), error })?;
-    let _ = handle.shared.regional.set(regional::Regional::open(&state_dir, &rules)?);
+    if let Some(regional) = regional::Regional::open(&state_dir, &rules)? {
+        let _ = handle.shared.regional.set(regional);
+    }
     let mut notifier_thread = None;
     if let Some(notify) = &config.notifications {
         let state_dir = config.state_dir();
@@ -268,6 +270,7 @@ impl Chores {
             view.merge(part);
             bytes += engine.state_bytes() as u64;
         }
+        let view = view.capped();
         let groups = view.regions.len();
         stats.set_view(view);
         stats.state_bytes.store(bytes, Ordering::Relaxed);

@@ -30,6 +30,9 @@ const FILE: &str = "regional.json";
 pub struct Regional {
     inner: Mutex<Inner>,
     path: PathBuf,
+    /// The lock on `regional.lock`, held while the process runs: instances sharing `state_dir` never write
+    /// one file together.
+    _lock: std::fs::File,
 }
 
 struct Inner {
@@ -42,9 +45,33 @@ impl Regional {
     /// Restores the aggregator from `state_dir` (or starts a fresh one) under `rules`. A damaged state file is
     /// set aside as `regional.json.damaged` with an error line, and the view starts afresh: it fills again
     /// from the alerts of the next 30 days (the entity alert stream is not affected).
-    pub fn open(state_dir: &Path, rules: &RuleSet) -> Result<Arc<Regional>, DaemonError> {
+    ///
+    /// `None` when another process sharing `state_dir` holds the regional state (a scale-out on one host or
+    /// shared storage): that one aggregates its own partitions' alerts, this one aggregates none (a warning
+    /// says so).
+    pub fn open(state_dir: &Path, rules: &RuleSet) -> Result<Option<Arc<Regional>>, DaemonError> {
         let path = state_dir.join(FILE);
         let io = |error| DaemonError::Io { context: path.display().to_string(), error };
+        let lock_path = state_dir.join("regional.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| DaemonError::Io { context: lock_path.display().to_string(), error })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::warn!(
+                    lock = %lock_path.display(),
+                    "another instance sharing state_dir holds the regional state: this instance raises no regional alerts"
+                );
+                return Ok(None);
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(DaemonError::Io { context: lock_path.display().to_string(), error });
+            }
+        }
         let aggregator = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<Aggregator>(&bytes) {
                 Ok(mut a) => {
@@ -63,7 +90,7 @@ impl Regional {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Aggregator::new(rules),
             Err(e) => return Err(io(e)),
         };
-        Ok(Arc::new(Regional { inner: Mutex::new(Inner { aggregator, dirty: false }), path }))
+        Ok(Some(Arc::new(Regional { inner: Mutex::new(Inner { aggregator, dirty: false }), path, _lock: lock })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -14,9 +14,12 @@ use std::time::Duration;
 use crate::event::{Kind, Reason};
 use crate::rules::Action;
 
-/// Distinct regions (or domains) the regional view reports; entities of further ones are counted under
-/// [`OTHER`], so a producer sending ever new region codes cannot grow the label set.
+/// Distinct regions the regional view reports: the ones with the most entities standing (ties by code); the
+/// entities of the rest are counted under [`OTHER`], so a producer sending ever new region codes cannot grow
+/// the label set.
 pub const MAX_VIEW_GROUPS: usize = 2000;
+/// The domains of SPEC's profile; any other value is counted under [`OTHER`].
+pub const DOMAINS: [&str; 4] = ["food", "drug", "special_equipment", "general"];
 /// The view's group for entities beyond [`MAX_VIEW_GROUPS`].
 pub const OTHER: &str = "other";
 /// The view's group for entities without the field (no `profile` event, or the field left out).
@@ -56,8 +59,9 @@ pub struct Stats {
     alerts: Mutex<BTreeMap<(String, Action), u64>>,
     /// Regional alerts raised, by rule id and action.
     regional: Mutex<BTreeMap<(String, Action), u64>>,
-    /// Kafka: the high watermark of each `(topic, partition)`, from librdkafka's statistics.
-    high_water: Mutex<HashMap<(String, i32), i64>>,
+    /// Kafka: the low and high watermarks of each `(topic, partition)` being fetched, from librdkafka's
+    /// statistics.
+    watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
     /// Kafka: messages behind the high watermark, per owned `(topic, partition)`.
     lag: Mutex<BTreeMap<(String, i32), u64>>,
     view: Mutex<View>,
@@ -72,9 +76,11 @@ pub struct View {
 }
 
 impl View {
-    /// Counts one entity standing at `action`; a region is cut to its first `prefix` characters.
+    /// Counts one entity standing at `action`; a region is cut to its first `prefix` characters, a domain
+    /// outside [`DOMAINS`] counts as [`OTHER`].
     pub fn add(&mut self, region: Option<&str>, domain: Option<&str>, action: Action, prefix: usize) {
         let region = region.map(|r| r.char_indices().nth(prefix).map_or(r, |(cut, _)| &r[..cut]));
+        let domain = domain.map(|d| if DOMAINS.contains(&d) { d } else { OTHER });
         let mut one = [0; 4];
         one[action as usize - 1] = 1;
         add_to(&mut self.regions, region.unwrap_or(UNKNOWN), one);
@@ -90,11 +96,27 @@ impl View {
             add_to(&mut self.domains, group, *counts);
         }
     }
+
+    /// The view with at most [`MAX_VIEW_GROUPS`] regions besides [`OTHER`] and [`UNKNOWN`]: those with the
+    /// most entities (ties by code), the rest summed into [`OTHER`]. The same counts always give the same view.
+    pub fn capped(mut self) -> View {
+        let named = self.regions.keys().filter(|g| *g != OTHER && *g != UNKNOWN).count();
+        if named <= MAX_VIEW_GROUPS {
+            return self;
+        }
+        let mut ranked: Vec<(String, [u64; 4])> =
+            self.regions.iter().filter(|(g, _)| *g != OTHER && *g != UNKNOWN).map(|(g, c)| (g.clone(), *c)).collect();
+        ranked.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then_with(|| a.0.cmp(&b.0)));
+        for (group, counts) in ranked.into_iter().skip(MAX_VIEW_GROUPS) {
+            self.regions.remove(&group);
+            add_to(&mut self.regions, OTHER, counts);
+        }
+        self
+    }
 }
 
 fn add_to(map: &mut BTreeMap<String, [u64; 4]>, group: &str, counts: [u64; 4]) {
     let group = if group.is_empty() { UNKNOWN } else { group };
-    let group = if map.len() >= MAX_VIEW_GROUPS && !map.contains_key(group) { OTHER } else { group };
     let slot = match map.get_mut(group) {
         Some(slot) => slot,
         None => map.entry(group.to_owned()).or_default(),
@@ -176,21 +198,25 @@ impl Stats {
         self.alerts.lock().map(|m| m.values().sum()).unwrap_or_default()
     }
 
-    /// Records the high watermarks reported by librdkafka's statistics (partition `-1`, the internal
-    /// unassigned one, and unknown values are left out).
-    pub fn set_high_water(&self, marks: impl IntoIterator<Item = ((String, i32), i64)>) {
-        if let Ok(mut map) = self.high_water.lock() {
-            for (key, high) in marks {
-                if key.1 >= 0 && high >= 0 {
-                    map.insert(key, high);
-                }
-            }
+    /// Records the `(low, high)` watermarks reported by librdkafka's statistics for partitions being
+    /// fetched (partition `-1`, the internal unassigned one, and unknown values are left out by the caller).
+    pub fn set_watermarks(&self, marks: impl IntoIterator<Item = ((String, i32), (i64, i64))>) {
+        if let Ok(mut map) = self.watermarks.lock() {
+            map.extend(marks);
         }
     }
 
-    /// The high watermark of a partition, if statistics reported it.
-    pub fn high_water(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.high_water.lock().ok()?.get(&(topic.to_owned(), partition)).copied()
+    /// Forgets the watermarks of `partition` (newly assigned: what librdkafka reported before may be stale
+    /// until it fetches again).
+    pub fn forget_watermarks(&self, partition: i32) {
+        if let Ok(mut map) = self.watermarks.lock() {
+            map.retain(|k, _| k.1 != partition);
+        }
+    }
+
+    /// The `(low, high)` watermarks of a partition, if statistics reported them since it was assigned.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        self.watermarks.lock().ok()?.get(&(topic.to_owned(), partition)).copied()
     }
 
     /// Replaces the lag of the owned partitions.
@@ -350,10 +376,19 @@ mod tests {
 
         let mut big = View::default();
         for i in 0..MAX_VIEW_GROUPS + 10 {
-            big.add(Some(&format!("{i:06}")), None, Action::Remind, 6);
+            big.add(Some(&format!("{i:06}")), Some("bakery"), Action::Remind, 6);
         }
-        assert_eq!(big.regions.len(), MAX_VIEW_GROUPS + 1);
-        assert_eq!(big.regions[OTHER], [10, 0, 0, 0]);
+        // The region with two entities is kept whatever its code; the ten last codes of one entity go to `other`.
+        big.add(Some("999999"), None, Action::Warn, 6);
+        big.add(Some("999999"), None, Action::Warn, 6);
+        let big = big.capped();
+        assert_eq!(big.regions.len(), MAX_VIEW_GROUPS + 1, "named, and other");
+        assert_eq!(big.regions["999999"], [0, 2, 0, 0]);
+        assert_eq!(big.regions[OTHER], [11, 0, 0, 0]);
+        assert!(
+            big.regions.contains_key("000000") && !big.regions.contains_key(&format!("{:06}", MAX_VIEW_GROUPS + 9))
+        );
+        assert_eq!(big.domains[OTHER], [MAX_VIEW_GROUPS as u64 + 10, 0, 0, 0], "free-text domains are not labels");
 
         let mut merged = View::default();
         merged.merge(v.clone());

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::alert::AlertRecord;
 use crate::checkpoint::{Meta, Store};
@@ -39,6 +40,10 @@ pub struct Task {
     notifier: Option<Arc<Notifier>>,
     /// The process's regional aggregator, fed with every alert raised.
     regional: Option<Arc<Regional>>,
+    /// When the first event of the batch not yet evaluated was handed in.
+    batch_since: Option<Instant>,
+    /// When the first event behind the output not yet taken was handed in (for the latency metric).
+    out_since: Option<Instant>,
 }
 
 impl Task {
@@ -77,6 +82,8 @@ impl Task {
             out: Vec::new(),
             notifier,
             regional,
+            batch_since: None,
+            out_since: None,
         };
         Ok((task, restored))
     }
@@ -90,10 +97,17 @@ impl Task {
     /// (wall clock only; SPEC: replay and the event clock never compare with the wall).
     pub fn handle(&mut self, event: Event, wall: Ts, stats: &Stats) -> Result<Offer, Reason> {
         let kind = event.kind;
+        let handed = Instant::now();
         let offer = match self.mode {
             ClockMode::Event => {
+                // An event after the clock closes the pending batch: it is evaluated first.
+                let since =
+                    if self.engine.now().is_some_and(|now| event.at > now) { self.batch_since.take() } else { None };
                 let mut raised = Vec::new();
                 let offer = self.engine.offer(event, &mut |a| raised.push(a));
+                if !raised.is_empty() {
+                    self.out_since = self.out_since.or(since);
+                }
                 self.emit(raised, stats);
                 offer
             }
@@ -105,6 +119,7 @@ impl Task {
                 self.engine.ingest(event)
             }
         };
+        self.batch_since.get_or_insert(handed);
         match offer {
             Offer::Accepted { late } => stats.event(kind, false, late),
             Offer::Duplicate => stats.event(kind, true, false),
@@ -116,17 +131,18 @@ impl Task {
     /// timers in between fire at their instants. With the event clock, nothing (time is the input's).
     pub fn tick(&mut self, wall: Ts, stats: &Stats) {
         if self.mode == ClockMode::Wall && self.engine.now().is_none_or(|now| wall > now) {
+            let since = self.batch_since.take();
             let mut raised = Vec::new();
             self.engine.advance_to(wall, &mut |a| raised.push(a));
+            if !raised.is_empty() {
+                self.out_since = self.out_since.or(since);
+            }
             self.emit(raised, stats);
         }
     }
 
     /// Swaps in a reloaded rule set (see [`Engine::set_rules`]).
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Result<(), DaemonError> {
-        if let Some(r) = &self.regional {
-            r.set_rules(&rules);
-        }
         Ok(self.engine.set_rules(rules)?)
     }
 
@@ -194,6 +210,12 @@ impl Task {
     /// Alerts raised since the last call, in order.
     pub fn take_output(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
+    }
+
+    /// When the first event behind the output just taken was handed in (`None` for output raised by time
+    /// alone: events leaving windows).
+    pub fn take_output_since(&mut self) -> Option<Instant> {
+        self.out_since.take()
     }
 
     /// Writes a checkpoint of the current state with `meta`'s positions (the caller has made the output
