@@ -81,9 +81,12 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        // The lag metric and readiness come from the statistics; an operator's setting wins.
-        .set("statistics.interval.ms", "5000");
+        .set("partition.assignment.strategy", "range");
+    // The lag metric and readiness come from the statistics; an operator's setting ([kafka.options] or
+    // [kafka.consumer_options]) wins.
+    if !base.iter().any(|(k, _)| k == "statistics.interval.ms") {
+        cc.set("statistics.interval.ms", "5000");
+    }
     for (k, v) in &kafka.consumer_options {
         cc.set(k, v);
     }

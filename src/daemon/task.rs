@@ -10,11 +10,10 @@ use crate::config::{ClockConfig, ClockMode};
 use crate::engine::{Alert, Engine, Offer};
 use crate::event::{Event, Reason};
 use crate::notify::Notifier;
-
-use super::regional::Regional;
 use crate::rules::RuleSet;
 use crate::time::Ts;
 
+use super::regional::Regional;
 use super::{DaemonError, Stats};
 
 /// An alert ready to be written: its id, entity and JSON record.
