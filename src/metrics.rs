@@ -66,6 +66,14 @@ fn default_region_prefix() -> usize {
     4
 }
 
+#[cfg(test)]
+#[test]
+fn the_endpoint_is_on_loopback_unless_configured() {
+    let c: MetricsConfig = toml::from_str("").unwrap();
+    assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+    assert_eq!(c.listen.port(), 9464);
+}
+
 /// Snapshots the daemon's counters at each scrape.
 struct StatsCollector {
     handle: Handle,

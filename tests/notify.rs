@@ -548,6 +548,9 @@ fn silences_are_managed_on_the_running_daemon_and_survive_a_restart() {
     let daemon = spawn(&config, &log);
     let socket = dir.path().join("state/admin.sock");
     wait_for("the admin socket", 30, || socket.exists());
+    // Only the daemon's own user may talk to it (THREAT-MODEL.md: the admin interface).
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     let cli = |args: &[&str]| {
         let o = Command::new(BIN).args(["silence"]).args(args).arg("--config").arg(&config).output().unwrap();
         (

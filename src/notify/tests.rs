@@ -170,6 +170,14 @@ fn bad_configs_are_refused_with_their_line() {
     );
     assert!(err("group_by = []", "group_by = [\"name\"]").1.contains("group_by \"name\""));
     assert!(err("to = [\"reg@amr.example.cn\"]", "to = [\"not an address\"]").1.contains("not an e-mail address"));
+    // A password is never sent in clear (THREAT-MODEL.md: SMTP).
+    let smtp = |security: &str| {
+        format!(
+            "{CONFIG}[notify.smtp]\nhost = \"relay\"\nsecurity = \"{security}\"\nusername = \"u\"\npassword_file = \"/p\"\n"
+        )
+    };
+    assert!(notify(&smtp("none")).unwrap_err().1.contains("AUTH without TLS"));
+    assert!(notify(&smtp("starttls")).is_ok());
 }
 
 #[test]
