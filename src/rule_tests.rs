@@ -116,24 +116,11 @@ impl ExpectRegional {
     }
 
     fn line(&self) -> String {
-        let mut s = format!("{} {} {} {}", self.at, self.rule, self.group, self.action);
-        let mut extra = Vec::new();
-        if let Some(p) = &self.previous {
-            extra.push(format!("previous {p}"));
-        }
-        if let Some(v) = self.value {
-            extra.push(format!("value {v}"));
-        }
-        if let Some(t) = self.threshold {
-            extra.push(format!("threshold {t}"));
-        }
+        let mut extra = common_fields(&self.previous, self.value, self.threshold);
         if let Some(e) = &self.entities {
             extra.push(format!("entities {e:?}"));
         }
-        if !extra.is_empty() {
-            let _ = write!(s, " ({})", extra.join(", "));
-        }
-        s
+        with_fields(format!("{} {} {} {}", self.at, self.rule, self.group, self.action), &extra)
     }
 }
 
@@ -220,34 +207,43 @@ impl Expect {
     }
 
     fn line(&self, default_entity: Option<&str>) -> String {
-        let mut s = format!(
-            "{} {} {} {}",
-            self.at,
-            self.entity.as_deref().or(default_entity).unwrap_or("*"),
-            self.rule,
-            self.action
-        );
-        let mut extra = Vec::new();
-        if let Some(p) = &self.previous {
-            extra.push(format!("previous {p}"));
-        }
-        if let Some(v) = self.value {
-            extra.push(format!("value {v}"));
-        }
-        if let Some(t) = self.threshold {
-            extra.push(format!("threshold {t}"));
-        }
+        let entity = self.entity.as_deref().or(default_entity).unwrap_or("*");
+        let mut extra = common_fields(&self.previous, self.value, self.threshold);
         if let Some(c) = &self.class {
             extra.push(format!("class {c}"));
         }
         if let Some(e) = &self.evidence {
             extra.push(format!("evidence {e:?}"));
         }
-        if !extra.is_empty() {
-            let _ = write!(s, " ({})", extra.join(", "));
-        }
-        s
+        with_fields(format!("{} {entity} {} {}", self.at, self.rule, self.action), &extra)
     }
+}
+
+/// The optional fields both kinds of expectation share, as diff-line parts.
+fn common_fields(
+    previous: &Option<String>,
+    value: Option<impl std::fmt::Display>,
+    threshold: Option<u64>,
+) -> Vec<String> {
+    let mut extra = Vec::new();
+    if let Some(p) = previous {
+        extra.push(format!("previous {p}"));
+    }
+    if let Some(v) = value {
+        extra.push(format!("value {v}"));
+    }
+    if let Some(t) = threshold {
+        extra.push(format!("threshold {t}"));
+    }
+    extra
+}
+
+/// `head (field, field, ...)`, or `head` alone.
+fn with_fields(mut head: String, extra: &[String]) -> String {
+    if !extra.is_empty() {
+        let _ = write!(head, " ({})", extra.join(", "));
+    }
+    head
 }
 
 /// The JSON line of a table event.

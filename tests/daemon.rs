@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{code, default_rules_dir, event};
+use common::{code, default_rules_dir, event, http_get, metrics_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_credit-sentinel");
 
@@ -334,17 +334,6 @@ fn with_the_wall_clock_timers_fire_on_time_and_far_future_events_are_rejected() 
     stop(child);
 }
 
-/// GET `path` from `addr` (HTTP/1.0); the status code and the body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_owned())
-}
-
 /// A scrape, parsed by a Prometheus text-format parser.
 struct Scrape {
     samples: Vec<prometheus_parse::Sample>,
@@ -516,15 +505,7 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
     let config = write_config(dir.path(), &default_rules_dir(), &source);
     let log = dir.path().join("daemon.log");
     let child = spawn(&config, &log);
-    let mut addr = String::new();
-    wait_for("the metrics address in the log", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("metrics listening").nth(1) {
-            addr =
-                rest.split("addr=").nth(1).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_owned();
-        }
-        !addr.is_empty()
-    });
+    let addr = metrics_addr(&log);
     assert!(addr.starts_with("127.0.0.1:"), "loopback: {addr}");
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     wait_for("ready (the file read to its end)", || http_get(&addr, "/readyz").0 == 200);

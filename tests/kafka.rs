@@ -26,7 +26,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use common::default_rules_dir;
+use common::{default_rules_dir, http_get, metrics_addr};
 
 const PARTITIONS: i32 = 4;
 
@@ -190,6 +190,19 @@ fn wait_for_alerts(bootstrap: &str, n: usize, limit: Duration) -> Vec<String> {
     }
 }
 
+/// A `[notify]` section with one receiver and the embedded default transport (.eml files in state/mail).
+const NOTIFY_EML: &str = r#"
+[notify]
+from = "预警 <alerts@amr.example.cn>"
+[[notify.receivers]]
+name = "reg"
+to = ["reg@amr.example.cn"]
+[notify.route]
+receiver = "reg"
+group_wait_secs = 1
+group_interval_secs = 1
+"#;
+
 fn write_config(dir: &Path, bootstrap: &str) -> std::path::PathBuf {
     write_config_with(dir, bootstrap, "")
 }
@@ -335,18 +348,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
     let log = dir.path().join("daemon.log");
     let lines = Arc::new(stream(23, 60_000));
     // With e-mail notifications (the embedded default: .eml files), which must lose nothing either.
-    let notify = r#"
-[notify]
-from = "预警 <alerts@amr.example.cn>"
-[[notify.receivers]]
-name = "reg"
-to = ["reg@amr.example.cn"]
-[notify.route]
-receiver = "reg"
-group_wait_secs = 1
-group_interval_secs = 1
-"#;
-    let config = write_config_with(dir.path(), &bootstrap, notify);
+    let config = write_config_with(dir.path(), &bootstrap, NOTIFY_EML);
     let (want, _) = expected(&lines);
 
     // The stream arrives in chunks while the daemon is killed (SIGKILL: no checkpoint, no commit) at random
@@ -637,17 +639,6 @@ fn an_alert_that_cannot_be_delivered_stops_the_daemon_and_the_restart_loses_noth
     assert_same(&got, &want);
 }
 
-/// GET `path` from `addr` (HTTP/1.0); the status code and the body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_owned())
-}
-
 /// `/metrics`, parsed by a Prometheus text-format parser: `(name, labels) -> value`.
 fn scrape(addr: &str) -> Vec<(String, HashMap<String, String>, f64)> {
     let (status, body) = http_get(addr, "/metrics");
@@ -700,42 +691,20 @@ fn operators_scrape_the_daemon_process_fed_through_kafka_and_every_counter_moves
     let log = dir.path().join("daemon.log");
     let lines = stream(31, 8_000);
     let half = lines.len() / 2;
-    let extra = r#"
+    let extra = format!(
+        r#"
 "statistics.interval.ms" = "200"
 
 [metrics]
 listen = "127.0.0.1:0"
 ready_max_lag = 0
 view_interval_secs = 1
-
-[notify]
-from = "预警 <alerts@amr.example.cn>"
-[[notify.receivers]]
-name = "reg"
-to = ["reg@amr.example.cn"]
-[notify.route]
-receiver = "reg"
-group_wait_secs = 1
-group_interval_secs = 1
-"#;
-    let config = write_config_with(dir.path(), &bootstrap, extra);
+{NOTIFY_EML}"#
+    );
+    let config = write_config_with(dir.path(), &bootstrap, &extra);
     produce(&bootstrap, &lines, 0..half);
     let mut child = spawn_daemon(&config, &log);
-    let addr = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let addr = text
-                .split("metrics listening")
-                .nth(1)
-                .and_then(|rest| rest.split("addr=").nth(1)?.split_whitespace().next().map(str::to_owned));
-            if let Some(addr) = addr {
-                break addr;
-            }
-            assert!(Instant::now() < deadline, "no metrics address in the log:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let addr = metrics_addr(&log);
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     // Each half: /readyz says caught up (lag 0 here) only once every message is consumed; then the counters

@@ -100,8 +100,12 @@ impl Regional {
     /// Offers the entity alerts `engine` just raised, in order; regional alerts are counted, logged and, when
     /// `notifier` is given, handed to it.
     pub fn offer(&self, engine: &Engine, alerts: &[Alert], stats: &Stats, notifier: Option<&Notifier>) {
+        // Most calls carry no alert (one per event under the event clock): no lock for them.
+        if alerts.is_empty() {
+            return;
+        }
         let mut inner = self.lock();
-        if !inner.aggregator.is_active() || alerts.is_empty() {
+        if !inner.aggregator.is_active() {
             return;
         }
         let mut raised: Vec<RegionalAlert> = Vec::new();

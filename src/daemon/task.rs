@@ -96,7 +96,6 @@ impl Task {
     /// (wall clock only; SPEC: replay and the event clock never compare with the wall).
     pub fn handle(&mut self, event: Event, wall: Ts, stats: &Stats) -> Result<Offer, Reason> {
         let kind = event.kind;
-        let handed = Instant::now();
         let offer = match self.mode {
             ClockMode::Event => {
                 // An event after the clock closes the pending batch: it is evaluated first.
@@ -118,7 +117,10 @@ impl Task {
                 self.engine.ingest(event)
             }
         };
-        self.batch_since.get_or_insert(handed);
+        // The clock is read once per batch, not per event.
+        if self.batch_since.is_none() {
+            self.batch_since = Some(Instant::now());
+        }
         match offer {
             Offer::Accepted { late } => stats.event(kind, false, late),
             Offer::Duplicate => stats.event(kind, true, false),
