@@ -35,6 +35,10 @@ pub struct AlertRecord<'a> {
     pub windows: Vec<WindowRecord>,
     /// The `event_id`s in the rule's window(s), by occurred_at.
     pub evidence: Vec<&'a str>,
+    /// Events in the window(s) left out of `evidence`, the oldest (present only when some were: see
+    /// `engine::MAX_EVIDENCE_BYTES`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub evidence_omitted: u64,
     /// Raised by a shadow rule: recorded, never mailed.
     pub shadow: bool,
 }
@@ -62,9 +66,14 @@ impl<'a> AlertRecord<'a> {
                 .map(|w| WindowRecord { from: format_rfc3339(w.from), to: format_rfc3339(w.to), count: w.count })
                 .collect(),
             evidence: alert.evidence.iter().map(|e| e.id.as_str()).collect(),
+            evidence_omitted: alert.evidence_omitted,
             shadow: rule.state == RuleState::Shadow,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The stable id of an alert.

@@ -181,7 +181,14 @@ impl Store {
 /// Reads and checks one checkpoint file.
 pub fn read(path: &Path, rules: &Arc<RuleSet>) -> Result<(Meta, Engine), CheckpointError> {
     let bytes = fs::read(path).map_err(|error| io_error(path, error))?;
-    let damaged = |reason: String| CheckpointError::Damaged { path: path.display().to_string(), reason };
+    decode(&path.display().to_string(), &bytes, rules)
+}
+
+/// Checks and decodes the bytes of a checkpoint file (`path` is only used in messages). Nothing in them is
+/// trusted: the checksum, the magic, every length and the engine snapshot are checked (`fuzz/` drives this
+/// with arbitrary bytes).
+pub fn decode(path: &str, bytes: &[u8], rules: &Arc<RuleSet>) -> Result<(Meta, Engine), CheckpointError> {
+    let damaged = |reason: String| CheckpointError::Damaged { path: path.to_owned(), reason };
     let (body, crc) = bytes.split_at_checked(bytes.len().wrapping_sub(4)).ok_or(damaged("truncated".into()))?;
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| damaged("truncated".into()))?);
     if crc32fast::hash(body) != crc {
@@ -194,7 +201,7 @@ pub fn read(path: &Path, rules: &Arc<RuleSet>) -> Result<(Meta, Engine), Checkpo
     let meta: Meta = serde_json::from_slice(json).map_err(|e| damaged(format!("metadata: {e}")))?;
     let engine = Engine::read_snapshot(rules.clone(), snapshot).map_err(|e| match e {
         SnapshotError::Corrupt(_) => damaged(e.to_string()),
-        SnapshotError::Engine(error) => CheckpointError::Engine { path: path.display().to_string(), error },
+        SnapshotError::Engine(error) => CheckpointError::Engine { path: path.to_owned(), error },
     })?;
     Ok((meta, engine))
 }

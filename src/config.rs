@@ -40,6 +40,9 @@ pub struct Config {
     /// Checkpoints.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Bounds on what input can make the daemon hold (see `crate::limits`).
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
     /// The embedded default source: JSON Lines from a file (or stdin), followed like `tail -F`.
     #[serde(default)]
     pub file: Option<Spanned<FileConfig>>,
@@ -350,6 +353,9 @@ impl Config {
         }
         if config.checkpoint.keep == 0 {
             return Err(invalid(key_line(text, "keep"), "checkpoint.keep must be at least 1".into()));
+        }
+        if let Some(key) = config.limits.zero() {
+            return Err(invalid(key_line(text, key), format!("limits.{key} must be at least 1")));
         }
         if let Some(file) = &config.file
             && file.get_ref().poll_ms == 0

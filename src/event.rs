@@ -132,13 +132,18 @@ pub struct ProfileData {
     pub domain: Option<CompactString>,
     /// The unit responsible for the entity.
     pub authority: Option<CompactString>,
+    /// A field was cut at [`MAX_PROFILE_FIELD_CHARS`] (counted as a limit hit).
+    pub clipped: bool,
 }
 
 impl ProfileData {
-    fn field(v: &Val<'_>) -> Option<CompactString> {
+    fn field(v: &Val<'_>, clipped: &mut bool) -> Option<CompactString> {
         match v {
             Val::Str(s) => Some(match s.char_indices().nth(MAX_PROFILE_FIELD_CHARS) {
-                Some((cut, _)) => CompactString::from(&s[..cut]),
+                Some((cut, _)) => {
+                    *clipped = true;
+                    CompactString::from(&s[..cut])
+                }
                 None => CompactString::from(s.as_ref()),
             }),
             _ => None,
@@ -164,11 +169,14 @@ pub enum Reason {
     BadClass,
     /// Only the live daemon with the wall clock: `occurred_at` beyond the configured future margin.
     Future,
+    /// A valid event the engine cannot hold without going over one of its limits (`[limits]`): refused
+    /// whole, its id not used up, so it can be replayed once the limit is raised.
+    OverLimit(crate::limits::Limit),
 }
 
 impl Reason {
     /// Every reason's name, in [`Reason::index`] order (the bounded label set of the rejection metric).
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "too_large",
         "not_utf8",
         "empty",
@@ -183,6 +191,7 @@ impl Reason {
         "bad_time",
         "bad_class",
         "future",
+        "over_limit",
     ];
 
     /// The position of this reason's name in [`Reason::NAMES`].
@@ -202,6 +211,7 @@ impl Reason {
             Reason::BadTime => 11,
             Reason::BadClass => 12,
             Reason::Future => 13,
+            Reason::OverLimit(_) => 14,
         }
     }
 
@@ -229,6 +239,7 @@ fn reason_names_follow_their_index() {
         Reason::BadTime,
         Reason::BadClass,
         Reason::Future,
+        Reason::OverLimit(crate::limits::Limit::Entities),
     ];
     for (i, r) in all.iter().enumerate() {
         assert_eq!(r.index(), i);
@@ -254,6 +265,7 @@ impl fmt::Display for Reason {
             Reason::BadTime => f.write_str("`occurred_at` is not an RFC 3339 time"),
             Reason::BadClass => f.write_str("classification without `data.class` in A B C D"),
             Reason::Future => f.write_str("`occurred_at` is further in the future than the configured margin"),
+            Reason::OverLimit(limit) => write!(f, "over the limit on {limit}"),
         }
     }
 }
@@ -388,12 +400,14 @@ impl RawEvent<'_> {
         };
         let profile = (kind == Kind::Profile).then(|| {
             let f = &self.fields;
+            let mut clipped = false;
             Box::new(ProfileData {
-                name: ProfileData::field(&f.name),
-                region: ProfileData::field(&f.region),
-                industry: ProfileData::field(&f.industry),
-                domain: ProfileData::field(&f.domain),
-                authority: ProfileData::field(&f.authority),
+                name: ProfileData::field(&f.name, &mut clipped),
+                region: ProfileData::field(&f.region, &mut clipped),
+                industry: ProfileData::field(&f.industry, &mut clipped),
+                domain: ProfileData::field(&f.domain, &mut clipped),
+                authority: ProfileData::field(&f.authority, &mut clipped),
+                clipped,
             })
         });
         Ok(Event { id: CompactString::from(id), entity, kind, at, class, profile })

@@ -25,6 +25,7 @@ pub mod diff;
 pub mod engine;
 pub mod event;
 pub mod generate;
+pub mod limits;
 pub mod lines;
 pub mod metrics;
 pub mod notify;

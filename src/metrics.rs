@@ -169,6 +169,14 @@ impl Collector for StatsCollector {
             .enumerate()
             .map(|(i, name)| (vec![("reason", *name)], s.rejected_of(i) as f64))
             .collect();
+        let notifier = self.handle.notifier();
+        let limit_hits = crate::limits::Limit::ALL
+            .iter()
+            .map(|&l| {
+                let n = s.limits.count(l) + notifier.as_ref().map_or(0, |n| n.stats.limits.count(l));
+                (vec![("limit", l.as_str())], n as f64)
+            })
+            .collect();
         let lag =
             s.lag().into_iter().map(|((topic, p), n)| (vec![("topic", topic), ("partition", p.to_string())], n as f64));
         let view = s.view();
@@ -210,6 +218,12 @@ impl Collector for StatsCollector {
                 events,
             ),
             family("credit_sentinel_rejected_lines_total", "Bad input lines by reason.", COUNTER, rejected),
+            family(
+                "credit_sentinel_limit_hits_total",
+                "Inputs refused or cut by a size limit, by limit (README, \"Limits\").",
+                COUNTER,
+                limit_hits,
+            ),
             family(
                 "credit_sentinel_late_events_total",
                 "Accepted events that occurred before the clock.",
@@ -289,7 +303,7 @@ impl Collector for StatsCollector {
                 standing(view.domains, "domain"),
             ),
         ];
-        if let Some(n) = self.handle.notifier() {
+        if let Some(n) = notifier {
             let ns = &n.stats;
             let counts = n.counts();
             out.push(family(

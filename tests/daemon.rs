@@ -538,8 +538,18 @@ fn metrics_and_health_are_served_over_http_and_count_what_happened() {
         .filter(|x| x.metric == "credit_sentinel_rejected_lines_total")
         .filter_map(|x| x.labels.get("reason"))
         .collect();
-    assert_eq!(reasons.len(), 14, "every reason is exported, at 0 until it happens: {reasons:?}");
+    assert_eq!(reasons.len(), 15, "every reason is exported, at 0 until it happens: {reasons:?}");
     assert_eq!(s.sum("credit_sentinel_rejected_lines_total", &[("reason", "future")]), 0.0);
+    // No limit is near: the only hits are the over-long lines.
+    for limit in credit_sentinel::limits::Limit::ALL {
+        let want =
+            if limit == credit_sentinel::limits::Limit::MessageBytes { want_rejected.get("too_large") } else { None };
+        assert_eq!(
+            s.sum("credit_sentinel_limit_hits_total", &[("limit", limit.as_str())]),
+            want.copied().unwrap_or(0) as f64,
+            "{limit}"
+        );
+    }
     for ((rule, action), n) in &want_alerts {
         assert_eq!(
             s.sum("credit_sentinel_alerts_total", &[("rule", rule), ("action", action)]),
@@ -704,4 +714,80 @@ group_wait_secs = 0
         let id = w["alert_id"].as_str().unwrap();
         assert_eq!(leaders.iter().filter(|m| m.contains(id)).count(), 1, "{id} mailed once");
     }
+}
+
+/// The lines a daemon with `[limits] entities = max` refuses as `over_limit`, worked out from the input alone:
+/// the first `max` entities with window state (and apart, with a profile) are held; the valid, first-seen
+/// events of any other are refused whole, their ids not remembered.
+fn refused_by_entity_limit(text: &str, bad: &std::collections::HashSet<usize>, max: usize) -> Vec<usize> {
+    let (mut seen, mut held, mut profiled) = (std::collections::HashSet::new(), Vec::new(), Vec::new());
+    let mut refused = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(i, _)| !bad.contains(&(i + 1))) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["event_id"].as_str().unwrap().to_owned();
+        if seen.contains(&id) {
+            continue; // a duplicate
+        }
+        let entity = v["entity_id"].as_str().unwrap().to_owned();
+        let set = if v["kind"] == "profile" { &mut profiled } else { &mut held };
+        if !set.contains(&entity) {
+            if set.len() == max {
+                refused.push(i + 1);
+                continue;
+            }
+            set.push(entity);
+        }
+        seen.insert(id);
+    }
+    refused
+}
+
+#[test]
+fn events_over_a_limit_are_refused_whole_logged_and_change_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = manifest().join("samples/events.jsonl");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let replay_rejects = dir.path().join("replay-rejects.txt");
+    let o = Command::new(BIN)
+        .args(["replay", "--quiet", "--rules"])
+        .arg(default_rules_dir())
+        .arg("--rejects")
+        .arg(&replay_rejects)
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let line_of = |l: &str| l.rsplit(".jsonl:").next().unwrap().split(':').next().unwrap().parse::<usize>().unwrap();
+    let bad: std::collections::HashSet<usize> =
+        std::fs::read_to_string(&replay_rejects).unwrap().lines().map(line_of).collect();
+    let max = 10;
+    let refused = refused_by_entity_limit(&text, &bad, max);
+    assert!(refused.len() > 100, "the sample has more than {max} entities with many events");
+
+    // The daemon, with the limit.
+    let source = format!("[file]\npath = \"{}\"\nfollow = false\nrejects = \"rejects.txt\"\n", sample.display());
+    let config = write_config(dir.path(), &default_rules_dir(), &format!("{source}[limits]\nentities = {max}\n"));
+    let run = run_to_end(&config);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // Exactly those lines are rejected as over the limit, with a clear reason.
+    let rejects = std::fs::read_to_string(dir.path().join("state/rejects.txt")).unwrap();
+    let over: Vec<&str> = rejects.lines().filter(|l| l.contains(": over_limit: ")).collect();
+    assert_eq!(over.iter().map(|l| line_of(l)).collect::<Vec<_>>(), refused);
+    assert!(over[0].contains("over the limit on entities ([limits] entities)"), "{}", over[0]);
+    // One warning names the limit (at most one a minute), not one per event.
+    let log = String::from_utf8_lossy(&run.stderr);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("input over a limit")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("limit=\"entities\"") || warnings[0].contains("limit=entities"), "{}", warnings[0]);
+
+    // Nothing else changed: the alerts are replay's of the input without the refused lines.
+    let refused: std::collections::HashSet<usize> = refused.into_iter().collect();
+    let kept: String =
+        text.lines().enumerate().filter(|(i, _)| !refused.contains(&(i + 1))).map(|(_, l)| format!("{l}\n")).collect();
+    let kept_file = dir.path().join("kept.jsonl");
+    std::fs::write(&kept_file, kept).unwrap();
+    let want = replay_out(&kept_file);
+    assert!(want.lines().count() > 10);
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), want);
 }

@@ -33,7 +33,8 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
     let stats = handle.stats();
     let state_dir = config.state_dir();
     let store = Store::open(state_dir.join("file"), config.checkpoint.keep)?;
-    let (mut task, restored) = Task::open(store, &rules, &config.clock, handle.notifier(), handle.regional())?;
+    let (mut task, restored) =
+        Task::open(store, &rules, &config.clock, config.limits.engine(), handle.notifier(), handle.regional())?;
     let mut alerts = AlertFile::open(source.alerts.as_ref().map(|p| state_dir.join(p)), task.meta.alerts_mark)?;
     let mut rejects = match &source.rejects {
         Some(p) => Some(open_append(&state_dir.join(p))?),

@@ -69,6 +69,7 @@ pub fn run(config: &Config, kafka: &KafkaConfig, rules: Arc<RuleSet>, handle: &H
         kafka: kafka.clone(),
         base: base.clone(),
         clock: config.clock.clone(),
+        limits: config.limits.engine(),
         state: config.state_dir().join("kafka"),
         keep: config.checkpoint.keep,
         alert_partitions,
@@ -376,7 +377,7 @@ fn bootstrap(
     let mut tasks = Vec::with_capacity(n as usize);
     for p in 0..n {
         let store = Store::open(root.join(format!("partition-{p}")), config.checkpoint.keep)?;
-        tasks.push(Task::open(store, rules, &config.clock, None, handle.regional())?.0);
+        tasks.push(Task::open(store, rules, &config.clock, config.limits.engine(), None, handle.regional())?.0);
     }
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
@@ -466,6 +467,7 @@ struct Ctx {
     kafka: KafkaConfig,
     base: Vec<(String, String)>,
     clock: ClockConfig,
+    limits: crate::limits::EngineLimits,
     state: PathBuf,
     keep: usize,
     alert_partitions: i32,
@@ -597,8 +599,14 @@ impl Ctx {
             let (topic, p) = (e.topic(), e.partition());
             if let std::collections::hash_map::Entry::Vacant(slot) = parts.tasks.entry(p) {
                 let store = Store::open(self.state.join(format!("partition-{p}")), self.keep)?;
-                let (mut task, restored) =
-                    Task::open(store, &rules, &self.clock, self.handle.notifier(), self.handle.regional())?;
+                let (mut task, restored) = Task::open(
+                    store,
+                    &rules,
+                    &self.clock,
+                    self.limits,
+                    self.handle.notifier(),
+                    self.handle.regional(),
+                )?;
                 let q = self.alert_partition(p);
                 let n = self.alert_partitions as u32;
                 if restored && task.meta.alert_partitions != 0 && task.meta.alert_partitions != n {

@@ -169,7 +169,7 @@ pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Re
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir)
             .map_err(|error| DaemonError::Io { context: state_dir.display().to_string(), error })?;
-        let notifier = crate::notify::Notifier::open(notify.clone(), &state_dir)?;
+        let notifier = crate::notify::Notifier::open(notify.clone(), &state_dir, config.limits.outbox)?;
         let socket = state_dir.join(&notify.config.admin_socket);
         crate::notify::admin::serve(&socket, notifier.clone())
             .map_err(|error| DaemonError::Io { context: format!("admin socket {}", socket.display()), error })?;

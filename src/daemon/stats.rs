@@ -65,6 +65,8 @@ pub struct Stats {
     /// Kafka: messages behind the high watermark, per owned `(topic, partition)`.
     lag: Mutex<BTreeMap<(String, i32), u64>>,
     view: Mutex<View>,
+    /// Limit hits (`crate::limits`).
+    pub limits: crate::limits::LimitHits,
 }
 
 /// Entities standing at each action (their highest level over the enabled rules), per region prefix and per
@@ -146,6 +148,11 @@ impl Stats {
     /// Counts a rejected line.
     pub fn rejected(&self, reason: Reason) {
         Stats::add(&self.rejected[reason.index()], 1);
+        match reason {
+            Reason::TooLarge => self.limits.hit(crate::limits::Limit::MessageBytes, "a line or message refused"),
+            Reason::OverLimit(limit) => self.limits.hit(limit, "an event refused"),
+            _ => {}
+        }
     }
 
     /// Counts an alert output.

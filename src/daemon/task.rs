@@ -8,7 +8,8 @@ use crate::alert::AlertRecord;
 use crate::checkpoint::{Meta, Store};
 use crate::config::{ClockConfig, ClockMode};
 use crate::engine::{Alert, Engine, Offer};
-use crate::event::{Event, Reason};
+use crate::event::{Event, Kind, Reason};
+use crate::limits::{EngineLimits, Limit};
 use crate::notify::Notifier;
 use crate::rules::RuleSet;
 use crate::time::Ts;
@@ -51,6 +52,7 @@ impl Task {
         store: Store,
         rules: &Arc<RuleSet>,
         clock: &ClockConfig,
+        limits: EngineLimits,
         notifier: Option<Arc<Notifier>>,
         regional: Option<Arc<Regional>>,
     ) -> Result<(Task, bool), DaemonError> {
@@ -68,6 +70,7 @@ impl Task {
         };
         let suppress = meta.suppress.iter().cloned().collect();
         let mut engine = engine;
+        engine.set_limits(limits);
         if notifier.is_some() {
             engine.report_falls();
         }
@@ -96,6 +99,7 @@ impl Task {
     /// (wall clock only; SPEC: replay and the event clock never compare with the wall).
     pub fn handle(&mut self, event: Event, wall: Ts, stats: &Stats) -> Result<Offer, Reason> {
         let kind = event.kind;
+        let profile = self.profile_limits(&event);
         let offer = match self.mode {
             ClockMode::Event => {
                 // An event after the clock closes the pending batch: it is evaluated first.
@@ -121,9 +125,26 @@ impl Task {
         if self.batch_since.is_none() {
             self.batch_since = Some(Instant::now());
         }
+        self.count(kind, offer, profile, stats)
+    }
+
+    /// For a profile event: whether a field was cut, and the engine's count of values refused before it.
+    fn profile_limits(&self, event: &Event) -> Option<(bool, u64)> {
+        let data = event.profile.as_ref()?;
+        Some((data.clipped, self.engine.profile_values_refused()))
+    }
+
+    /// Counts an offered event; an event over a limit is to be rejected with that reason.
+    fn count(&self, kind: Kind, offer: Offer, profile: Option<(bool, u64)>, stats: &Stats) -> Result<Offer, Reason> {
         match offer {
             Offer::Accepted { late } => stats.event(kind, false, late),
             Offer::Duplicate => stats.event(kind, true, false),
+            Offer::OverLimit(limit) => return Err(Reason::OverLimit(limit)),
+        }
+        if let Some((clipped, refused)) = profile
+            && (clipped || self.engine.profile_values_refused() > refused)
+        {
+            stats.limits.hit(Limit::ProfileFields, "a profile field cut or not stored");
         }
         Ok(offer)
     }
@@ -152,9 +173,10 @@ impl Task {
     pub fn history(&mut self, event: crate::event::Event, stats: &Stats) {
         let mut raised = Vec::new();
         let kind = event.kind;
-        match self.engine.offer(event, &mut |a| raised.push(a)) {
-            Offer::Accepted { .. } => stats.event(kind, false, false),
-            Offer::Duplicate => stats.event(kind, true, false),
+        let profile = self.profile_limits(&event);
+        let offer = self.engine.offer(event, &mut |a| raised.push(a));
+        if let Err(reason) = self.count(kind, offer, profile, stats) {
+            stats.rejected(reason);
         }
         self.emit_with(raised, stats, false);
     }
@@ -174,6 +196,9 @@ impl Task {
         // see a level fall at one instant and rise again at a later one.
         let mut falls = falls.iter().peekable();
         for alert in &raised {
+            if alert.evidence_omitted > 0 {
+                stats.limits.hit(Limit::AlertEvidence, "the oldest evidence of an alert left out");
+            }
             let record = AlertRecord::new(alert, &rules);
             if let Some(n) = notifier {
                 // Falls of every rule, shadow ones included: a level notified before its rule became a shadow

@@ -39,7 +39,27 @@ impl Default for Dedup {
 impl Dedup {
     /// Records `id`; false if it was seen before.
     pub fn insert(&mut self, id: &str) -> bool {
-        self.seen.insert(xxh3_64_with_secret(id.as_bytes(), &self.secret[..]))
+        self.seen.insert(self.hash(id))
+    }
+
+    /// The keyed hash an id is remembered by.
+    pub fn hash(&self, id: &str) -> u64 {
+        xxh3_64_with_secret(id.as_bytes(), &self.secret[..])
+    }
+
+    /// Whether the id of `hash` ([`Dedup::hash`]) is remembered.
+    pub fn contains_hash(&self, hash: u64) -> bool {
+        self.seen.contains(&hash)
+    }
+
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.contains_hash(self.hash(id))
+    }
+
+    /// Remembers the id of `hash` ([`Dedup::hash`]).
+    pub fn insert_hash(&mut self, hash: u64) {
+        self.seen.insert(hash);
     }
 
     /// The secret and the hashes, for a checkpoint.

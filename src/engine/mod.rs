@@ -37,7 +37,13 @@ pub use snapshot::SnapshotError;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
 
+use crate::limits::{EngineLimits, Limit};
 pub use crate::rules::MAX_ACTIVE_RULES;
+
+/// Most bytes of event ids an alert's evidence lists (ids count with 3 bytes of JSON each): with more, the
+/// oldest are left out and counted in [`Alert::evidence_omitted`]. Keeps every alert record well within
+/// a Kafka message (1 MB by default) and an e-mail readable, whatever one entity's window holds.
+pub const MAX_EVIDENCE_BYTES: usize = 256 * 1024;
 
 /// A window an alert's value was computed over: `from < occurred_at <= to`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,8 +68,11 @@ pub struct Alert {
     pub class: Option<Class>,
     /// The current window, then (surge rules) the one before it.
     pub windows: Vec<Window>,
-    /// The rule's events in its windows, by occurred_at; within one second by kind, then arrival.
+    /// The rule's events in its windows, by occurred_at; within one second by kind, then arrival. The newest
+    /// [`MAX_EVIDENCE_BYTES`] of them.
     pub evidence: Vec<Evidence>,
+    /// Events in the windows left out of `evidence` (the oldest), 0 almost always.
+    pub evidence_omitted: u64,
 }
 
 /// One event behind an alert.
@@ -97,6 +106,8 @@ pub enum Offer {
     Accepted { late: bool },
     /// Its `event_id` was seen before: nothing changed.
     Duplicate,
+    /// Holding it would go over a limit: nothing changed, its id not remembered.
+    OverLimit(Limit),
 }
 
 /// Why an engine cannot be built for a rule set.
@@ -124,6 +135,7 @@ pub struct Engine {
     falls: Option<Vec<Fall>>,
     /// The latest master data of each entity.
     profiles: Profiles,
+    limits: EngineLimits,
 }
 
 impl Engine {
@@ -145,7 +157,28 @@ impl Engine {
             batch: Vec::new(),
             falls: None,
             profiles: Profiles::default(),
+            limits: EngineLimits::default(),
         })
+    }
+
+    /// Sets the bounds on what the engine holds (from `[limits]`; [`EngineLimits::default`] otherwise).
+    pub fn set_limits(&mut self, limits: EngineLimits) {
+        self.limits = limits;
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// Event ids remembered.
+    pub fn seen_ids(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// Profile field values not stored because the table of distinct values is full (since start).
+    pub fn profile_values_refused(&self) -> u64 {
+        self.profiles.refused
     }
 
     /// From now on, level falls are kept for [`Engine::take_falls`].
@@ -187,15 +220,57 @@ impl Engine {
     /// The replay clock of SPEC: a first-seen event moves `now` forward to its time (evaluating everything
     /// on the way), then joins the batch of `now`. Duplicates change nothing, the clock included.
     pub fn offer(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
-        if !self.dedup.insert(&event.id) {
-            return Offer::Duplicate;
+        if let Some(refused) = self.remember(&event) {
+            return refused;
         }
-        self.offer_first_seen(event, sink)
+        self.accept(event, sink)
+    }
+
+    /// Remembers the event's id, unless it is a duplicate or the event would go over a limit.
+    fn remember(&mut self, event: &Event) -> Option<Offer> {
+        let hash = self.dedup.hash(&event.id);
+        if self.dedup.contains_hash(hash) {
+            return Some(Offer::Duplicate);
+        }
+        if self.dedup.len() >= self.limits.seen_ids {
+            return Some(Offer::OverLimit(Limit::SeenIds));
+        }
+        if let Some(limit) = self.over_limit(event) {
+            return Some(Offer::OverLimit(limit));
+        }
+        self.dedup.insert_hash(hash);
+        None
+    }
+
+    /// The limit storing `event` would go over, if any (see [`EngineLimits`]).
+    pub fn over_limit(&self, event: &Event) -> Option<Limit> {
+        if event.kind == Kind::Profile {
+            let new = !self.profiles.contains(&event.entity);
+            return (new && self.profiles.len() >= self.limits.entities).then_some(Limit::Entities);
+        }
+        if !self.plan.keeps(event.kind) {
+            return None;
+        }
+        match self.index.get(&event.entity) {
+            None => (self.entities.len() >= self.limits.entities).then_some(Limit::Entities),
+            Some(&idx) => {
+                (self.entities[idx as usize].len() >= self.limits.events_per_entity).then_some(Limit::EntityEvents)
+            }
+        }
     }
 
     /// [`Engine::offer`] for an event the caller has already checked against [`Engine::take_dedup`]'s
-    /// memory (replay does so on its reader thread). Always `Accepted`.
+    /// memory (replay does so on its reader thread). `Accepted`, or `OverLimit` for an event of an entity
+    /// over a limit (the id limit is the caller's to check).
     pub fn offer_first_seen(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
+        if let Some(limit) = self.over_limit(&event) {
+            return Offer::OverLimit(limit);
+        }
+        self.accept(event, sink)
+    }
+
+    /// Moves the clock to a first-seen event within the limits, and stores it.
+    fn accept(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
         match self.now {
             Some(now) if event.at > now => self.advance_to(event.at, sink),
             None => self.now = Some(event.at),
@@ -231,8 +306,8 @@ impl Engine {
     /// Adds a first-seen event to the batch of the current clock without moving it (the live daemon's way;
     /// an event in the future waits for its instant). Returns `Duplicate` for a repeated `event_id`.
     pub fn ingest(&mut self, event: Event) -> Offer {
-        if !self.dedup.insert(&event.id) {
-            return Offer::Duplicate;
+        if let Some(refused) = self.remember(&event) {
+            return refused;
         }
         if self.now.is_none() {
             self.now = Some(event.at);
@@ -467,6 +542,7 @@ fn alert(
     if let Measure::Surge { .. } = measure {
         windows.push(Window { from: at - 2 * w, to: at - w, count: count(at - 2 * w, at - w) });
     }
+    let (evidence, evidence_omitted) = runs.evidence(measure.kinds(), at - measure.reach(), at, MAX_EVIDENCE_BYTES);
     Alert {
         entity,
         rule: rule_idx,
@@ -477,7 +553,8 @@ fn alert(
         threshold: rule.threshold(class, action).unwrap_or_default(),
         class,
         windows,
-        evidence: runs.evidence(measure.kinds(), at - measure.reach(), at),
+        evidence,
+        evidence_omitted,
     }
 }
 

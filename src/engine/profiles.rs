@@ -45,6 +45,8 @@ pub(super) struct Profiles {
     /// `symbols[i - 1]` is symbol `i`.
     pub symbols: Vec<Arc<str>>,
     ids: HashMap<Arc<str>, u32>,
+    /// Values not stored since the engine was made because the table was full ([`MAX_SYMBOLS`]).
+    pub refused: u64,
 }
 
 impl Profiles {
@@ -65,6 +67,7 @@ impl Profiles {
             return id;
         }
         if self.symbols.len() >= MAX_SYMBOLS {
+            self.refused += 1;
             return 0;
         }
         let value: Arc<str> = Arc::from(value);
@@ -108,6 +111,11 @@ impl Profiles {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Whether `entity` has a profile.
+    pub fn contains(&self, entity: &EntityKey) -> bool {
+        self.map.contains_key(entity)
     }
 
     /// A rough count of the bytes held.

@@ -221,11 +221,19 @@ impl Runs<'_> {
     }
 
     /// Ids of events of `kinds` with `from < occurred_at <= to`, by time; within one second by kind (in the
-    /// rule's order), then arrival.
-    pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts) -> Vec<super::Evidence> {
+    /// rule's order), then arrival. Only the newest that fit in `max_bytes` (each id's length plus 3), and how
+    /// many older ones were left out.
+    pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts, max_bytes: usize) -> (Vec<super::Evidence>, u64) {
         let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
-        recs.into_iter().map(|r| super::Evidence { id: r.id.clone(), kind: r.kind, at: r.at() }).collect()
+        let mut bytes = 0;
+        let kept = recs.iter().rev().take_while(|r| {
+            bytes += r.id.len() + 3;
+            bytes <= max_bytes
+        });
+        let skip = recs.len() - kept.count();
+        let evidence = recs[skip..].iter().map(|r| super::Evidence { id: r.id.clone(), kind: r.kind, at: r.at() });
+        (evidence.collect(), skip as u64)
     }
 
     /// The class in force at `at`: the latest classification with `occurred_at <= at` (the later read wins a tie).
@@ -288,6 +296,14 @@ impl Entity {
         match &self.store {
             Store::Small(v) => v.first().map_or(0, Rec::at),
             Store::Large(runs) => runs.iter().find_map(|r| r.live().first()).map_or(0, Rec::at),
+        }
+    }
+
+    /// Events stored.
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Small(v) => v.len(),
+            Store::Large(runs) => runs.iter().map(|r| r.live().len()).sum(),
         }
     }
 

@@ -235,3 +235,75 @@ fn a_profile_is_the_latest_by_time_and_survives_a_snapshot() {
     assert_eq!(back.profile(&key()), Some(p));
     assert_eq!(back.profiles(), 1);
 }
+
+fn ev_of(entity: &str, id: &str, kind: Kind, at: Ts) -> Event {
+    Event { id: id.into(), entity: EntityKey::parse(entity).unwrap(), kind, at, class: None, profile: None }
+}
+
+#[test]
+fn events_over_a_limit_are_refused_whole_and_can_come_back_once_it_is_raised() {
+    let tight = EngineLimits { entities: 1, events_per_entity: 2, seen_ids: 4 };
+    let other = "91350100M000100Y43";
+    let second = "91110000600037341L";
+    let mut e = engine();
+    e.set_limits(tight);
+    let mut out = Vec::new();
+    assert_eq!(
+        e.offer(ev_of(other, "a", Kind::NegativeSentiment, 100), &mut |a| out.push(a)),
+        Offer::Accepted { late: false }
+    );
+    // A second entity is over `entities`; nothing of it is kept, its id included.
+    let refused = ev_of(second, "b", Kind::NegativeSentiment, 100);
+    assert_eq!(e.offer(refused.clone(), &mut |a| out.push(a)), Offer::OverLimit(Limit::Entities));
+    assert_eq!((e.entities(), e.seen_ids()), (1, 1));
+    // A third event of the first entity is over `events_per_entity`, and did not raise `warn`.
+    assert_eq!(
+        e.offer(ev_of(other, "c", Kind::NegativeSentiment, 101), &mut |a| out.push(a)),
+        Offer::Accepted { late: false }
+    );
+    assert_eq!(
+        e.offer(ev_of(other, "d", Kind::NegativeSentiment, 102), &mut |a| out.push(a)),
+        Offer::OverLimit(Limit::EntityEvents)
+    );
+    // A duplicate is still a duplicate, whatever the limits.
+    assert_eq!(e.offer(ev_of(other, "a", Kind::NegativeSentiment, 103), &mut |a| out.push(a)), Offer::Duplicate);
+    e.finish(None, &mut |a| out.push(a));
+    assert_eq!(out.iter().map(|a| a.action).collect::<Vec<_>>(), [Action::Remind]);
+    // Raised: the refused event is taken as new.
+    e.set_limits(EngineLimits::default());
+    assert_eq!(e.offer(refused, &mut |a| out.push(a)), Offer::Accepted { late: true });
+    assert_eq!(e.entities(), 2);
+}
+
+#[test]
+fn seen_ids_are_bounded_and_a_profile_counts_toward_entities() {
+    let mut e = engine();
+    e.set_limits(EngineLimits { entities: 1, events_per_entity: 10, seen_ids: 2 });
+    let profile =
+        |entity: &str, id: &str| Event { profile: Some(Box::default()), ..ev_of(entity, id, Kind::Profile, 50) };
+    assert_eq!(e.ingest(profile("91350100M000100Y43", "p1")), Offer::Accepted { late: false });
+    assert_eq!(e.ingest(profile("91110000600037341L", "p2")), Offer::OverLimit(Limit::Entities));
+    assert_eq!(e.ingest(ev("x", Kind::NegativeSentiment, 50)), Offer::Accepted { late: false });
+    assert_eq!(e.ingest(ev("y", Kind::NegativeSentiment, 50)), Offer::OverLimit(Limit::SeenIds));
+    assert_eq!(e.seen_ids(), 2);
+}
+
+#[test]
+fn evidence_keeps_the_newest_ids_within_its_byte_bound() {
+    let mut e = engine();
+    let id = |i: usize| format!("{i:0>256}");
+    let n = MAX_EVIDENCE_BYTES / 259 + 10;
+    let mut out = Vec::new();
+    for i in 0..n {
+        e.offer(ev(&id(i), Kind::NegativeSentiment, 1000), &mut |a| out.push(a));
+    }
+    e.finish(None, &mut |a| out.push(a));
+    let alert = out.last().unwrap();
+    assert_eq!(alert.value, n as i64);
+    let kept = alert.evidence.len();
+    assert_eq!(alert.evidence_omitted as usize, n - kept);
+    assert!(kept * 259 <= MAX_EVIDENCE_BYTES && (kept + 1) * 259 > MAX_EVIDENCE_BYTES);
+    // The newest, in arrival order.
+    assert_eq!(alert.evidence.last().unwrap().id, id(n - 1));
+    assert_eq!(alert.evidence[0].id, id(n - kept));
+}

@@ -71,6 +71,18 @@ impl Response {
     }
 }
 
+/// Answers one request line as read from the socket (`fuzz/` drives this with arbitrary bytes).
+pub fn answer(notifier: &Notifier, line: &[u8]) -> Response {
+    if line.len() as u64 > MAX_REQUEST {
+        notifier.stats.limits.hit(crate::limits::Limit::AdminRequest, "an admin request refused");
+        return Response::error(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    match serde_json::from_slice::<Request>(line) {
+        Ok(request) => handle(notifier, request),
+        Err(e) => Response::error(format!("bad request: {e}")),
+    }
+}
+
 /// Answers one request.
 pub fn handle(notifier: &Notifier, request: Request) -> Response {
     let now = crate::daemon::wall_now();
@@ -147,17 +159,10 @@ pub fn serve(path: &Path, notifier: Arc<Notifier>) -> std::io::Result<PathBuf> {
 fn serve_one(stream: UnixStream, notifier: &Notifier) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = BufReader::new((&stream).take(MAX_REQUEST + 1));
-    reader.read_line(&mut line)?;
-    let response = if line.len() as u64 > MAX_REQUEST {
-        Response::error(format!("request longer than {MAX_REQUEST} bytes"))
-    } else {
-        match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(notifier, request),
-            Err(e) => Response::error(format!("bad request: {e}")),
-        }
-    };
+    reader.read_until(b'\n', &mut line)?;
+    let response = answer(notifier, &line);
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     (&stream).write_all(&out)

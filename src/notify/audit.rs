@@ -49,11 +49,48 @@ impl AuditLog {
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Delivery<'a> {
-    Attempt { mail: &'a str, message_id: &'a str, receiver: &'a str, to: &'a [String], attempt: u32 },
-    Sent { mail: &'a str, message_id: &'a str, receiver: &'a str, to: &'a [String], via: &'a str },
-    Failed { mail: &'a str, message_id: &'a str, receiver: &'a str, attempt: u32, error: &'a str, retry_in_secs: u64 },
-    GaveUp { mail: &'a str, message_id: &'a str, receiver: &'a str, attempts: u32, kept_in: &'a str },
-    RecipientRefused { mail: &'a str, message_id: &'a str, recipient: &'a str, error: &'a str },
+    Attempt {
+        mail: &'a str,
+        message_id: &'a str,
+        receiver: &'a str,
+        to: &'a [String],
+        attempt: u32,
+    },
+    Sent {
+        mail: &'a str,
+        message_id: &'a str,
+        receiver: &'a str,
+        to: &'a [String],
+        via: &'a str,
+    },
+    Failed {
+        mail: &'a str,
+        message_id: &'a str,
+        receiver: &'a str,
+        attempt: u32,
+        error: &'a str,
+        retry_in_secs: u64,
+    },
+    GaveUp {
+        mail: &'a str,
+        message_id: &'a str,
+        receiver: &'a str,
+        attempts: u32,
+        kept_in: &'a str,
+    },
+    /// Not sent: the outbox was full (`[limits] outbox`).
+    OutboxFull {
+        mail: &'a str,
+        message_id: &'a str,
+        receiver: &'a str,
+        kept_in: &'a str,
+    },
+    RecipientRefused {
+        mail: &'a str,
+        message_id: &'a str,
+        recipient: &'a str,
+        error: &'a str,
+    },
 }
 
 /// A rule reload, logged by the daemon.

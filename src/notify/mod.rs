@@ -32,6 +32,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::engine::{Alert, Engine, Fall};
+use crate::limits::Limit;
 use crate::time::Ts;
 use config::Notify;
 use dispatch::{Dispatcher, FallNote, Mail, Op};
@@ -73,6 +74,8 @@ pub struct NotifyStats {
     pub outbox_waiting: AtomicU64,
     /// When the oldest e-mail waiting in the outbox was queued (Unix seconds; 0: none waits).
     pub outbox_oldest: AtomicU64,
+    /// Limit hits: the outbox, silences, admin requests.
+    pub limits: crate::limits::LimitHits,
 }
 
 /// The dispatcher and its journal, behind one lock: every op is applied and appended together.
@@ -124,12 +127,14 @@ pub struct Notifier {
     error: Mutex<Option<NotifyError>>,
     /// Held by [`Notifier::flush_due`]: the notifier's thread and `finish` never write the same e-mail at once.
     flushing: Mutex<()>,
+    /// E-mails the outbox holds at most (`[limits] outbox`).
+    outbox_limit: usize,
     pub stats: NotifyStats,
 }
 
 impl Notifier {
     /// Opens the notification folder under `state_dir`: state, outbox, audit log.
-    pub fn open(notify: Arc<Notify>, state_dir: &Path) -> Result<Arc<Notifier>, NotifyError> {
+    pub fn open(notify: Arc<Notify>, state_dir: &Path, outbox_limit: usize) -> Result<Arc<Notifier>, NotifyError> {
         let shared = notify.clone();
         let c = &shared.config;
         let dir = state_dir.join(&c.dir);
@@ -172,6 +177,7 @@ impl Notifier {
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             flushing: Mutex::new(()),
+            outbox_limit,
             stats: NotifyStats::default(),
         };
         n.stats.outbox_waiting.store(waiting, Ordering::Relaxed);
@@ -324,7 +330,20 @@ impl Notifier {
             delivered: Vec::new(),
             refused: Vec::new(),
         };
+        // Over the limit the e-mail is kept, undelivered, beside the given-up ones: the alerts are in the
+        // alert output, and an outage cannot fill the disk with e-mails.
+        if self.stats.outbox_waiting.load(Ordering::Relaxed) >= self.outbox_limit as u64 {
+            let dead = self.outbox_dir.join("dead");
+            Outbox::queue(&dead, &entry, &message.formatted())?;
+            self.stats.limits.hit(Limit::Outbox, "an e-mail moved to outbox/dead/ unsent");
+            self.stats.dead.fetch_add(1, Ordering::Relaxed);
+            let kept_in = dead.display().to_string();
+            let (mail, message_id, receiver) = (&entry.id, &entry.message_id, &entry.receiver);
+            self.audit("daemon", &audit::Delivery::OutboxFull { mail, message_id, receiver, kept_in: &kept_in });
+            return Ok(());
+        }
         Outbox::queue(&self.outbox_dir, &entry, &message.formatted())?;
+        self.stats.outbox_waiting.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -446,7 +465,15 @@ impl Notifier {
         ends_at: Ts,
     ) -> Result<String, String> {
         let mut side = self.side();
-        let silence = side.dispatcher.new_silence(matchers, author, comment, starts_at, ends_at, wall_now())?;
+        let full = side.dispatcher.silences().len() >= dispatch::MAX_SILENCES;
+        let silence = side
+            .dispatcher
+            .new_silence(matchers, author, comment, starts_at, ends_at, wall_now())
+            .inspect_err(|_| {
+                if full {
+                    self.stats.limits.hit(Limit::Silences, "a silence refused")
+                }
+            })?;
         let id = silence.id.clone();
         self.apply(&mut side, Op::AddSilence { silence: Box::new(silence) }).map_err(|e| e.to_string())?;
         side.journal.sync().map_err(|e| e.to_string())?;

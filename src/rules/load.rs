@@ -411,12 +411,22 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
     if files.is_empty() {
         return Err(RuleError::NoFiles { path: dir.display().to_string() });
     }
-    let mut all: Vec<Rule> = Vec::new();
-    let mut aggregates: Vec<AggregateRule> = Vec::new();
+    let mut texts = Vec::with_capacity(files.len());
     for file in &files {
         let path = file.display().to_string();
         let text = std::fs::read_to_string(file).map_err(|error| RuleError::Io { path: path.clone(), error })?;
-        let (rules, file_aggregates) = load_file_str(&path, &text)?;
+        texts.push((path, text));
+    }
+    Ok(load_texts(&texts)?.with_files(files))
+}
+
+/// Loads a rule set from the texts of its files (path, text), checking each file and the set as a whole
+/// (unique ids, counts). Nothing is loaded if anything is wrong. `fuzz/` drives this with arbitrary text.
+pub fn load_texts(texts: &[(String, String)]) -> Result<RuleSet, RuleError> {
+    let mut all: Vec<Rule> = Vec::new();
+    let mut aggregates: Vec<AggregateRule> = Vec::new();
+    for (path, text) in texts {
+        let (rules, file_aggregates) = load_file_str(path, text)?;
         // Ids are unique across rules and aggregates: both name what raised an alert.
         let defined = |all: &[Rule], aggregates: &[AggregateRule], id: &str| {
             let rule = all.iter().find(|r| r.id == id).map(|r| r.origin.clone());
@@ -460,7 +470,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
             aggregates.push(aggregate);
         }
     }
-    Ok(RuleSet::new(all, files).with_aggregates(aggregates))
+    Ok(RuleSet::new(all, Vec::new()).with_aggregates(aggregates))
 }
 
 fn split_origin(origin: &str) -> (String, usize) {

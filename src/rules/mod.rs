@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub(crate) use load::line_of;
-pub use load::{MAX_ACTIVE_RULES, MAX_AGGREGATES, MAX_RULES, RuleError, load_dir, load_file_str, load_str};
+pub use load::{MAX_ACTIVE_RULES, MAX_AGGREGATES, MAX_RULES, RuleError, load_dir, load_file_str, load_str, load_texts};
 
 use crate::event::{Class, Kind};
 use crate::time::Ts;
@@ -264,6 +264,12 @@ impl RuleSet {
     /// The same set with these aggregate rules.
     pub fn with_aggregates(mut self, aggregates: Vec<AggregateRule>) -> RuleSet {
         self.aggregates = aggregates;
+        self
+    }
+
+    /// The same set, loaded from these files.
+    pub fn with_files(mut self, files: Vec<PathBuf>) -> RuleSet {
+        self.files = files;
         self
     }
 

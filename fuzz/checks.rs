@@ -1,0 +1,219 @@
+//! What each fuzz target checks, on any bytes. Shared by the targets (`fuzz/fuzz_targets/`, run by
+//! `scripts/fuzz.sh` under cargo fuzz) and by `tests/fuzz_inputs.rs`, which runs every seed
+//! (`fuzz/seeds/`) and every input that once failed (`fuzz/regressions/`) through the same checks on the stable
+//! compiler, as part of the ordinary test suite.
+//!
+//! Beyond "never panics, never overflows, never allocates without bound" (libFuzzer's own checks), each one
+//! asserts a property a user relies on: a rejection names its reason, a state restored from a snapshot goes
+//! on exactly like the state never saved, a corrupted checkpoint is refused or decodes to a state that saves
+//! back to itself, an admin request always gets an answer.
+
+#![allow(dead_code)] // each target uses one check
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use credit_sentinel::alert::AlertRecord;
+use credit_sentinel::config::Config;
+use credit_sentinel::engine::Engine;
+use credit_sentinel::event::decode;
+use credit_sentinel::lines::{Line, Lines};
+use credit_sentinel::notify::{Notifier, admin};
+use credit_sentinel::rules::{RuleSet, load_texts};
+
+/// SPEC's default policy and the shipped regional rules, as the daemon loads them by default.
+pub fn shipped_rules() -> Arc<RuleSet> {
+    static RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
+    RULES
+        .get_or_init(|| {
+            let texts = [
+                ("default.toml".to_owned(), include_str!("../alert-rules/default.toml").to_owned()),
+                ("regional.toml".to_owned(), include_str!("../alert-rules/regional.toml").to_owned()),
+            ];
+            Arc::new(load_texts(&texts).expect("the shipped rules load"))
+        })
+        .clone()
+}
+
+/// The alerts of `lines` offered in order to an engine for `rules` (then finished), as JSON records.
+/// With `restart_at`, the engine is saved to a snapshot and restored from it before that line.
+fn run(rules: &Arc<RuleSet>, lines: &[&[u8]], restart_at: Option<usize>) -> Vec<String> {
+    let mut engine = Engine::new(rules.clone()).expect("an engine for a loaded rule set");
+    let mut alerts = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if restart_at == Some(i) {
+            engine = round_trip(&engine);
+        }
+        if let Ok(event) = decode(line) {
+            engine.offer(event, &mut |a| alerts.push(record(rules, &a)));
+        }
+    }
+    engine.finish(None, &mut |a| alerts.push(record(rules, &a)));
+    alerts
+}
+
+fn record(rules: &RuleSet, alert: &credit_sentinel::engine::Alert) -> String {
+    serde_json::to_string(&AlertRecord::new(alert, rules)).expect("an alert serializes")
+}
+
+/// Saves `engine` and reads it back. The copy holds as much (hash maps make the order of the bytes vary, so
+/// `event_lines` checks the copy by what it does next).
+fn round_trip(engine: &Engine) -> Engine {
+    let mut bytes = Vec::new();
+    engine.write_snapshot(&mut bytes).expect("writing to memory");
+    let copy = Engine::read_snapshot(engine.rules().clone(), &bytes).expect("a snapshot just written reads back");
+    let mut again = Vec::new();
+    copy.write_snapshot(&mut again).expect("writing to memory");
+    assert_eq!(bytes.len(), again.len(), "a restored engine saves a different amount");
+    assert_eq!((copy.entities(), copy.profiles(), copy.now()), (engine.entities(), engine.profiles(), engine.now()));
+    copy
+}
+
+/// The event decoder, through the bounded line reader: every line is an event or a rejection with a reason,
+/// and an engine saved and restored halfway through the lines raises exactly the alerts of one never saved.
+pub fn event_lines(data: &[u8]) {
+    let mut reader = Lines::new(data);
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    while let Some(line) = reader.next_line().expect("reading memory") {
+        match line {
+            Line::Text(bytes) => {
+                if let Err(reason) = decode(bytes) {
+                    assert!(!reason.to_string().is_empty() && !reason.as_str().is_empty());
+                }
+                lines.push(bytes.to_vec());
+            }
+            Line::TooLong => {}
+        }
+    }
+    let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    let rules = shipped_rules();
+    let straight = run(&rules, &lines, None);
+    let restarted = run(&rules, &lines, Some(lines.len() / 2));
+    assert_eq!(straight, restarted, "a snapshot and restore changed the alerts");
+}
+
+/// A few days of events reaching every default rule, for rule files under test.
+const SAMPLE: &str = include_str!("seeds/event_lines/seed-sample.jsonl");
+
+/// The rule-file loader: a file is refused with a line and a message, or loads into a set an engine
+/// evaluates (over a sample stream) without failing, through a snapshot too.
+pub fn rule_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match load_texts(&[("fuzz.toml".to_owned(), text.to_owned())]) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(set) => {
+            let set = Arc::new(set);
+            let lines: Vec<&[u8]> = SAMPLE.lines().map(str::as_bytes).collect();
+            let straight = run(&set, &lines, None);
+            let restarted = run(&set, &lines, Some(lines.len() / 2));
+            assert_eq!(straight, restarted, "a snapshot and restore changed the alerts");
+        }
+    }
+}
+
+/// The configuration parser: a file is refused with a message, or parses into a configuration whose
+/// derived values can be computed.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Config::parse("fuzz.toml", text) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(config) => {
+            let _ = config.source();
+            let _ = config.state_dir();
+        }
+    }
+}
+
+/// The checkpoint reader, given bytes that carry a valid checksum (so the checks behind it are reached): a
+/// checkpoint is refused as damaged, or decodes into a state that saves back to itself and goes on.
+pub fn checkpoint(data: &[u8]) {
+    let mut bytes = data.to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    let rules = shipped_rules();
+    match credit_sentinel::checkpoint::decode("fuzz.ckpt", &bytes, &rules) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok((_meta, engine)) => {
+            let mut engine = round_trip(&engine);
+            let lines: Vec<&[u8]> = SAMPLE.lines().map(str::as_bytes).collect();
+            for line in lines {
+                if let Ok(event) = decode(line) {
+                    engine.offer(event, &mut |_| {});
+                }
+            }
+            engine.finish(None, &mut |_| {});
+            round_trip(&engine);
+        }
+    }
+    // The bytes as given are refused unless their last four happen to be the checksum of the rest.
+    let (body, tail) = data.split_at(data.len().saturating_sub(4));
+    if tail.len() < 4 || crc32fast::hash(body).to_le_bytes() != tail {
+        assert!(credit_sentinel::checkpoint::decode("fuzz.ckpt", data, &rules).is_err());
+    }
+}
+
+static NOTIFIER: Mutex<Option<(tempdir::Dir, Arc<Notifier>)>> = Mutex::new(None);
+
+/// Closes the admin target's notifier and removes its folder.
+pub fn admin_done() {
+    NOTIFIER.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+/// A notifier in a private folder (on /dev/shm when there is one: the admin interface fsyncs every change).
+fn notifier() -> Arc<Notifier> {
+    let mut slot = NOTIFIER.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        let dir = tempdir::Dir::new();
+        let config = Config::parse("fuzz.toml", ADMIN_CONFIG).expect("the fuzz configuration parses");
+        let notify = config.notifications.clone().expect("it has [notify]");
+        let n = Notifier::open(notify, &dir.0, 10_000).expect("the notifier opens");
+        *slot = Some((dir, n));
+    }
+    slot.as_ref().map(|(_, n)| n.clone()).expect("set above")
+}
+
+const ADMIN_CONFIG: &str = r#"
+[file]
+path = "events.jsonl"
+
+[notify]
+from = "alerts@amr.example.gov.cn"
+
+[[notify.receivers]]
+name = "登记注册科"
+to = ["registration@amr.example.gov.cn"]
+
+[notify.route]
+receiver = "登记注册科"
+"#;
+
+/// The admin interface: every request line gets an answer, an error says why, and the silences stay within
+/// their limit.
+pub fn admin_request(data: &[u8]) {
+    let notifier = notifier();
+    let response = admin::answer(&notifier, data);
+    assert!(response.ok || response.error.as_deref().is_some_and(|e| !e.is_empty()));
+    assert!(notifier.silences().len() <= credit_sentinel::notify::dispatch::MAX_SILENCES);
+}
+
+/// A temporary folder removed at exit (no dev-dependency in the fuzz crate).
+mod tempdir {
+    use super::PathBuf;
+
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
+            let path = base.join(format!("credit-sentinel-fuzz-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("a temporary folder");
+            Dir(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
