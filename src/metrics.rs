@@ -222,7 +222,10 @@ impl Collector for StatsCollector {
                 "credit_sentinel_tokio_tasks",
                 "Tasks alive in the daemon's async runtime (flat in a steady state: a growing count is a leak).",
                 GAUGE,
-                vec![(vec![], tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks()) as f64)],
+                vec![(
+                    vec![],
+                    tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks()) as f64,
+                )],
             ),
             family(
                 "credit_sentinel_limit_hits_total",

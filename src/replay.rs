@@ -138,13 +138,12 @@ fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, max_ids: usize, tx: mpsc::Sy
             let decoded = match decoded {
                 Ok(event) => {
                     let hash = dedup.hash(&event.id);
-                    if dedup.contains_hash(hash) {
+                    if dedup.len() < max_ids {
+                        if dedup.insert_hash(hash) { Decoded::Event(event) } else { Decoded::Duplicate }
+                    } else if dedup.contains_hash(hash) {
                         Decoded::Duplicate
-                    } else if dedup.len() >= max_ids {
-                        Decoded::Bad(Reason::OverLimit(Limit::SeenIds))
                     } else {
-                        dedup.insert_hash(hash);
-                        Decoded::Event(event)
+                        Decoded::Bad(Reason::OverLimit(Limit::SeenIds))
                     }
                 }
                 Err(reason) => Decoded::Bad(reason),

@@ -57,9 +57,9 @@ impl Dedup {
         self.contains_hash(self.hash(id))
     }
 
-    /// Remembers the id of `hash` ([`Dedup::hash`]).
-    pub fn insert_hash(&mut self, hash: u64) {
-        self.seen.insert(hash);
+    /// Remembers the id of `hash` ([`Dedup::hash`]); false if it was remembered already.
+    pub fn insert_hash(&mut self, hash: u64) -> bool {
+        self.seen.insert(hash)
     }
 
     /// The secret and the hashes, for a checkpoint.

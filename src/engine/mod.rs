@@ -110,6 +110,17 @@ pub enum Offer {
     OverLimit(Limit),
 }
 
+/// Where an admitted event is stored.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// In this entity's events.
+    Entity(u32),
+    /// In a new entity's.
+    New,
+    /// Not in window state: a profile, or a kind no active rule counts.
+    Elsewhere,
+}
+
 /// Why an engine cannot be built for a rule set.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -220,42 +231,46 @@ impl Engine {
     /// The replay clock of SPEC: a first-seen event moves `now` forward to its time (evaluating everything
     /// on the way), then joins the batch of `now`. Duplicates change nothing, the clock included.
     pub fn offer(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
-        if let Some(refused) = self.remember(&event) {
-            return refused;
+        match self.remember(&event) {
+            Ok(slot) => self.accept(event, slot, sink),
+            Err(refused) => refused,
         }
-        self.accept(event, sink)
     }
 
-    /// Remembers the event's id, unless it is a duplicate or the event would go over a limit.
-    fn remember(&mut self, event: &Event) -> Option<Offer> {
+    /// Remembers the event's id and says where it goes; `Err` for a duplicate, or for an event that would go
+    /// over a limit (its id then not remembered).
+    fn remember(&mut self, event: &Event) -> Result<Slot, Offer> {
         let hash = self.dedup.hash(&event.id);
-        if self.dedup.contains_hash(hash) {
-            return Some(Offer::Duplicate);
+        let admitted = if self.dedup.len() >= self.limits.seen_ids { Err(Limit::SeenIds) } else { self.admit(event) };
+        match admitted {
+            // One probe of the id set on the common path.
+            Ok(slot) if self.dedup.insert_hash(hash) => Ok(slot),
+            Ok(_) => Err(Offer::Duplicate),
+            Err(_) if self.dedup.contains_hash(hash) => Err(Offer::Duplicate),
+            Err(limit) => Err(Offer::OverLimit(limit)),
         }
-        if self.dedup.len() >= self.limits.seen_ids {
-            return Some(Offer::OverLimit(Limit::SeenIds));
-        }
-        if let Some(limit) = self.over_limit(event) {
-            return Some(Offer::OverLimit(limit));
-        }
-        self.dedup.insert_hash(hash);
-        None
     }
 
-    /// The limit storing `event` would go over, if any (see [`EngineLimits`]).
-    pub fn over_limit(&self, event: &Event) -> Option<Limit> {
+    /// Where `event` would be stored, or the limit storing it would go over (see [`EngineLimits`]).
+    fn admit(&self, event: &Event) -> Result<Slot, Limit> {
         if event.kind == Kind::Profile {
-            let new = !self.profiles.contains(&event.entity);
-            return (new && self.profiles.len() >= self.limits.entities).then_some(Limit::Entities);
+            let full = self.profiles.len() >= self.limits.entities;
+            return if full && !self.profiles.contains(&event.entity) {
+                Err(Limit::Entities)
+            } else {
+                Ok(Slot::Elsewhere)
+            };
         }
         if !self.plan.keeps(event.kind) {
-            return None;
+            return Ok(Slot::Elsewhere);
         }
         match self.index.get(&event.entity) {
-            None => (self.entities.len() >= self.limits.entities).then_some(Limit::Entities),
-            Some(&idx) => {
-                (self.entities[idx as usize].len() >= self.limits.events_per_entity).then_some(Limit::EntityEvents)
+            None if self.entities.len() >= self.limits.entities => Err(Limit::Entities),
+            None => Ok(Slot::New),
+            Some(&idx) if self.entities[idx as usize].len() >= self.limits.events_per_entity => {
+                Err(Limit::EntityEvents)
             }
+            Some(&idx) => Ok(Slot::Entity(idx)),
         }
     }
 
@@ -263,20 +278,20 @@ impl Engine {
     /// memory (replay does so on its reader thread). `Accepted`, or `OverLimit` for an event of an entity
     /// over a limit (the id limit is the caller's to check).
     pub fn offer_first_seen(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
-        if let Some(limit) = self.over_limit(&event) {
-            return Offer::OverLimit(limit);
+        match self.admit(&event) {
+            Ok(slot) => self.accept(event, slot, sink),
+            Err(limit) => Offer::OverLimit(limit),
         }
-        self.accept(event, sink)
     }
 
-    /// Moves the clock to a first-seen event within the limits, and stores it.
-    fn accept(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
+    /// Moves the clock to a first-seen event within the limits, and stores it in `slot`.
+    fn accept(&mut self, event: Event, slot: Slot, sink: &mut impl FnMut(Alert)) -> Offer {
         match self.now {
             Some(now) if event.at > now => self.advance_to(event.at, sink),
             None => self.now = Some(event.at),
             _ => {}
         }
-        self.store(event)
+        self.store(event, slot)
     }
 
     /// Touches the state the given entities' next events will need (index entry, entity, first stored event)
@@ -306,29 +321,34 @@ impl Engine {
     /// Adds a first-seen event to the batch of the current clock without moving it (the live daemon's way;
     /// an event in the future waits for its instant). Returns `Duplicate` for a repeated `event_id`.
     pub fn ingest(&mut self, event: Event) -> Offer {
-        if let Some(refused) = self.remember(&event) {
-            return refused;
-        }
+        let slot = match self.remember(&event) {
+            Ok(slot) => slot,
+            Err(refused) => return refused,
+        };
         if self.now.is_none() {
             self.now = Some(event.at);
         }
-        self.store(event)
+        self.store(event, slot)
     }
 
-    fn store(&mut self, event: Event) -> Offer {
+    /// Stores an admitted event in the slot [`Engine::admit`] found for it.
+    fn store(&mut self, event: Event, slot: Slot) -> Offer {
         let late = self.now.is_some_and(|now| event.at < now);
-        if event.kind == Kind::Profile {
-            self.profiles.offer(&event);
-            return Offer::Accepted { late };
-        }
-        if !self.plan.keeps(event.kind) {
-            return Offer::Accepted { late };
-        }
-        let next = self.entities.len() as u32;
-        let idx = *self.index.entry(event.entity).or_insert(next);
-        if idx == next {
-            self.entities.push(Entity::new(event.entity));
-        }
+        let idx = match slot {
+            Slot::Elsewhere => {
+                if event.kind == Kind::Profile {
+                    self.profiles.offer(&event);
+                }
+                return Offer::Accepted { late };
+            }
+            Slot::Entity(idx) => idx,
+            Slot::New => {
+                let idx = self.entities.len() as u32;
+                self.index.insert(event.entity, idx);
+                self.entities.push(Entity::new(event.entity));
+                idx
+            }
+        };
         let entity = &mut self.entities[idx as usize];
         entity.insert(Rec::new(&event));
         if !entity.touched {
