@@ -389,3 +389,40 @@ fn each_route_repeats_a_standing_level_on_its_own_schedule() {
     assert!(count("food") >= 3, "{repeats:?}");
     assert_eq!(count("insp"), 2, "{repeats:?}");
 }
+
+#[test]
+fn over_the_outbox_limit_an_email_is_kept_in_dead_unsent_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    // No [notify.smtp]: the embedded transport (.eml files), with an outbox of one e-mail.
+    let notifier = super::Notifier::open(Arc::new(notify(CONFIG).unwrap()), dir.path(), 1).unwrap();
+    let t = at("10:00");
+    for e in 1..=3 {
+        notifier.op(Op::Accept { notice: Box::new(n(e, Action::Warn, None, &format!("a{e}"))), now: t });
+    }
+    // One e-mail per entity: the first fills the outbox, the other two go to dead/ without being sent.
+    assert_eq!(notifier.flush_due(t + 30, false).unwrap(), 3);
+    let count = |sub: &str| {
+        std::fs::read_dir(dir.path().join("notify/outbox").join(sub))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
+            .count()
+    };
+    assert_eq!((count(""), count("dead")), (1, 2));
+    assert_eq!(notifier.stats.limits.count(crate::limits::Limit::Outbox), 2);
+    let audit = std::fs::read_to_string(dir.path().join("notify/audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().filter(|l| l.contains("\"outbox_full\"")).count(), 2, "{audit}");
+    // The one in the outbox is delivered; the two kept aside are not retried.
+    notifier.deliver(t + 31);
+    assert_eq!((count(""), count("dead")), (0, 2));
+}
+
+#[test]
+fn an_admin_request_over_its_limit_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let notifier = super::Notifier::open(Arc::new(notify(CONFIG).unwrap()), dir.path(), 10).unwrap();
+    let long = format!(r#"{{"op":"list","x":"{}"}}"#, "x".repeat(super::admin::MAX_REQUEST as usize));
+    let response = super::admin::answer(&notifier, long.as_bytes());
+    assert!(!response.ok && response.error.unwrap().contains("longer than 65536 bytes"));
+    assert_eq!(notifier.stats.limits.count(crate::limits::Limit::AdminRequest), 1);
+    assert!(super::admin::answer(&notifier, br#"{"op":"list"}"#).ok);
+}
