@@ -354,8 +354,8 @@ impl Config {
         if config.checkpoint.keep == 0 {
             return Err(invalid(key_line(text, "keep"), "checkpoint.keep must be at least 1".into()));
         }
-        if let Some(key) = config.limits.zero() {
-            return Err(invalid(key_line(text, key), format!("limits.{key} must be at least 1")));
+        if let Some((key, range)) = config.limits.out_of_range() {
+            return Err(invalid(key_line(text, key), format!("limits.{key} must be {range}")));
         }
         if let Some(file) = &config.file
             && file.get_ref().poll_ms == 0

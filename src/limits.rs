@@ -67,17 +67,21 @@ impl Limit {
     }
 
     /// Where the limit is set, for log lines and messages.
-    pub fn setting(self) -> &'static str {
+    pub fn setting(self) -> String {
+        use crate::event::{MAX_LINE_BYTES, MAX_PROFILE_FIELD_CHARS};
         match self {
-            Limit::MessageBytes => "64 KiB per line or message",
-            Limit::ProfileFields => "200 characters per profile field, 1,048,576 distinct values",
-            Limit::Entities => "[limits] entities",
-            Limit::EntityEvents => "[limits] events_per_entity",
-            Limit::SeenIds => "[limits] seen_ids",
-            Limit::AlertEvidence => "256 KiB of event ids per alert",
-            Limit::Outbox => "[limits] outbox",
-            Limit::Silences => "10,000 silences",
-            Limit::AdminRequest => "64 KiB per admin request",
+            Limit::MessageBytes => format!("{MAX_LINE_BYTES} bytes per line or message"),
+            Limit::ProfileFields => format!(
+                "{MAX_PROFILE_FIELD_CHARS} characters per profile field, {} distinct values",
+                crate::engine::MAX_PROFILE_VALUES
+            ),
+            Limit::Entities => "[limits] entities".into(),
+            Limit::EntityEvents => "[limits] events_per_entity".into(),
+            Limit::SeenIds => "[limits] seen_ids".into(),
+            Limit::AlertEvidence => format!("{} bytes of event ids per alert", crate::engine::MAX_EVIDENCE_BYTES),
+            Limit::Outbox => "[limits] outbox".into(),
+            Limit::Silences => format!("{} silences", crate::notify::dispatch::MAX_SILENCES),
+            Limit::AdminRequest => format!("{} bytes per admin request", crate::notify::admin::MAX_REQUEST),
         }
     }
 
@@ -92,8 +96,10 @@ impl std::fmt::Display for Limit {
     }
 }
 
-/// `[limits]`: the bounds an operator sets. Each one's cost in memory is stated, so that a host can be sized:
-/// the defaults allow about 10 GiB of engine state.
+/// `[limits]`: the bounds an operator sets, per state partition. Each one's cost in memory is stated, so that
+/// a host can be sized: at most `entities` × 150 B + `seen_ids` × 18 B + events held × 40 B, where the events
+/// held are at most `seen_ids` (and `entities` × `events_per_entity`). The defaults are set so that SPEC's
+/// streams never reach them, not to fit a host (at the defaults that bound is tens of GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -104,8 +110,9 @@ pub struct LimitsConfig {
     /// costs the others time.
     #[serde(default = "default_events_per_entity")]
     pub events_per_entity: usize,
-    /// Event ids remembered for deduplication (about 10 bytes each). Ids are never forgotten (SPEC: a
-    /// repeated id changes nothing, however late), so this bounds the events accepted over the state's life.
+    /// Event ids remembered for deduplication (9 to 18 bytes each: 8 in a hash table at least half full, and
+    /// 27 while it doubles). Ids are never forgotten (SPEC: a repeated id changes nothing, however late), so
+    /// this bounds the events accepted over the state's life.
     #[serde(default = "default_seen_ids")]
     pub seen_ids: usize,
     /// E-mails waiting in the outbox (each its size on disk). Beyond it, a new e-mail goes straight to
@@ -147,8 +154,12 @@ impl LimitsConfig {
         EngineLimits { entities: self.entities, events_per_entity: self.events_per_entity, seen_ids: self.seen_ids }
     }
 
-    /// The first limit set to 0 (which would refuse everything), by name.
-    pub fn zero(&self) -> Option<&'static str> {
+    /// The first limit out of its range, by name, with the range: 0 would refuse everything, and entities
+    /// are numbered with 32 bits.
+    pub fn out_of_range(&self) -> Option<(&'static str, &'static str)> {
+        if self.entities > u32::MAX as usize {
+            return Some(("entities", "from 1 to 4294967295"));
+        }
         [
             ("entities", self.entities),
             ("events_per_entity", self.events_per_entity),
@@ -156,7 +167,7 @@ impl LimitsConfig {
             ("outbox", self.outbox),
         ]
         .into_iter()
-        .find_map(|(name, v)| (v == 0).then_some(name))
+        .find_map(|(name, v)| (v == 0).then_some((name, "at least 1")))
     }
 }
 
@@ -168,7 +179,14 @@ pub struct EngineLimits {
     pub seen_ids: usize,
 }
 
+impl EngineLimits {
+    /// No bound: replay, `test-rules` and `diff-rules`.
+    pub const UNLIMITED: EngineLimits =
+        EngineLimits { entities: usize::MAX, events_per_entity: usize::MAX, seen_ids: usize::MAX };
+}
+
 impl Default for EngineLimits {
+    /// `[limits]`' defaults.
     fn default() -> Self {
         LimitsConfig::default().engine()
     }

@@ -8,7 +8,6 @@ use std::sync::{Arc, mpsc};
 
 use crate::engine::{Alert, Dedup, Engine, Offer};
 use crate::event::{Event, Location, Reason, Rejection, decode};
-use crate::limits::Limit;
 use crate::lines::{Line, Lines};
 use crate::rules::Action;
 use crate::time::Ts;
@@ -116,17 +115,12 @@ struct Batch {
 
 /// Reads, decodes and deduplicates every input in order, sending batches until the inputs end or the
 /// receiver hangs up. Returns the memory of seen ids.
-fn read_inputs(
-    inputs: Vec<Input>,
-    mut dedup: Dedup,
-    max_ids: usize,
-    tx: mpsc::SyncSender<Batch>,
-) -> (Dedup, io::Result<()>) {
-    let result = read_into(inputs, &mut dedup, max_ids, tx);
+fn read_inputs(inputs: Vec<Input>, mut dedup: Dedup, tx: mpsc::SyncSender<Batch>) -> (Dedup, io::Result<()>) {
+    let result = read_into(inputs, &mut dedup, tx);
     (dedup, result)
 }
 
-fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, max_ids: usize, tx: mpsc::SyncSender<Batch>) -> io::Result<()> {
+fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, tx: mpsc::SyncSender<Batch>) -> io::Result<()> {
     for input in inputs {
         let mut lines = Lines::new(input.reader);
         let mut items = Vec::with_capacity(BATCH_LINES);
@@ -136,16 +130,8 @@ fn read_into(inputs: Vec<Input>, dedup: &mut Dedup, max_ids: usize, tx: mpsc::Sy
                 Line::TooLong => Err(Reason::TooLarge),
             };
             let decoded = match decoded {
-                Ok(event) => {
-                    let hash = dedup.hash(&event.id);
-                    if dedup.len() < max_ids {
-                        if dedup.insert_hash(hash) { Decoded::Event(event) } else { Decoded::Duplicate }
-                    } else if dedup.contains_hash(hash) {
-                        Decoded::Duplicate
-                    } else {
-                        Decoded::Bad(Reason::OverLimit(Limit::SeenIds))
-                    }
-                }
+                Ok(event) if dedup.insert(&event.id) => Decoded::Event(event),
+                Ok(_) => Decoded::Duplicate,
                 Err(reason) => Decoded::Bad(reason),
             };
             items.push((lines.number, decoded));
@@ -206,12 +192,11 @@ pub fn replay_all(
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
     let Some(first) = engines.first_mut() else { return Ok(summary) };
-    let max_ids = first.limits().seen_ids;
     let dedup = first.take_dedup();
     let mut pending: Vec<Alert> = Vec::new();
     let (tx, rx) = mpsc::sync_channel::<Batch>(CHANNEL_BATCHES);
     let read = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_inputs(inputs, dedup, max_ids, tx));
+        let reader = scope.spawn(move || read_inputs(inputs, dedup, tx));
         let mut keys = Vec::with_capacity(BATCH_LINES);
         for batch in rx {
             keys.clear();
@@ -233,19 +218,10 @@ pub fn replay_all(
                         for (e, engine) in engines.iter_mut().enumerate() {
                             let Some(ev) = (if e == last { event.take() } else { event.clone() }) else { break };
                             let offer = engine.offer_first_seen(ev, &mut |a| pending.push(a));
-                            // The first engine's outcome is the summary's (the others see the same events).
-                            match (e, offer) {
-                                (0, Offer::Accepted { late }) => {
-                                    summary.accepted += 1;
-                                    summary.late += u64::from(late);
-                                }
-                                (0, Offer::OverLimit(limit)) => {
-                                    let reason = Reason::OverLimit(limit);
-                                    *summary.rejected.entry(reason.as_str()).or_default() += 1;
-                                    let location = Location::File { file: batch.file.clone(), line: number };
-                                    on_reject(&Rejection { location, reason });
-                                }
-                                _ => {}
+                            // Replay's engines have no limits (`Engine::set_limits`): every event is accepted.
+                            if let (0, Offer::Accepted { late }) = (e, offer) {
+                                summary.accepted += 1;
+                                summary.late += u64::from(late);
                             }
                             drain(e, engine, &mut pending, &mut summary, on_alert);
                         }

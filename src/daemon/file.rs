@@ -93,14 +93,18 @@ pub fn run(config: &Config, source: &FileConfig, rules: Arc<RuleSet>, handle: &H
             };
             handled += 1;
             stats.line(wall);
-            let decoded = match line {
-                Line::Text(bytes) => decode(bytes).map_err(|r| (r, bytes)),
+            let result = match line {
+                Line::Text(bytes) => {
+                    decode(bytes).and_then(|event| task.handle(event, wall, stats).map(|_| ())).map_err(|r| (r, bytes))
+                }
                 Line::TooLong => Err((Reason::TooLarge, &b""[..])),
             };
-            let result = decoded.and_then(|event| task.handle(event, wall, stats).map_err(|r| (r, &b""[..])));
             if let Err((reason, bytes)) = result {
                 stats.rejected(reason);
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+                // Bad input is shown in part; a valid event refused (over a limit, or from the future) whole, so
+                // that it can be appended to the input again.
+                let whole = matches!(reason, Reason::OverLimit(_) | Reason::Future);
+                let text = String::from_utf8_lossy(if whole { bytes } else { &bytes[..bytes.len().min(200)] });
                 tracing::debug!(location = %format!("{name}:{number}"), %reason, "rejected");
                 if let Some(w) = &mut rejects {
                     writeln!(w, "{name}:{number}: {}: {reason}: {text}", reason.as_str())
@@ -167,8 +171,8 @@ fn input_ended(eof: &Option<Arc<std::sync::atomic::AtomicBool>>) -> bool {
 
 /// Loads a history file through the event clock before the live source starts (`[bootstrap]`).
 fn bootstrap(task: &mut Task, path: &Path, alerts: &mut AlertFile, stats: &Stats) -> Result<(), DaemonError> {
-    super::read_history(path, |event| {
-        task.history(event, stats);
+    super::read_history(path, |event, location| {
+        task.history(event, stats).map_err(|reason| DaemonError::History { location: location(), reason })?;
         alerts.write(task)
     })?;
     Ok(())

@@ -381,9 +381,9 @@ fn bootstrap(
     }
     let q_of = |p: usize| (p as i32).rem_euclid(alert_partitions);
     for path in &config.bootstrap.files {
-        super::read_history(path, |event| {
+        super::read_history(path, |event, location| {
             let p = kafka.partitioner.partition(event.entity.to_string().as_bytes(), n) as usize;
-            tasks[p].history(event, stats);
+            tasks[p].history(event, stats).map_err(|reason| DaemonError::History { location: location(), reason })?;
             produce_alerts(producer, &kafka.alert_topic, q_of(p), p as i32, &mut tasks[p])
         })?;
     }

@@ -39,6 +39,8 @@ pub enum DaemonError {
     Panicked,
     #[error("notifications: {0}")]
     Notify(#[from] crate::notify::NotifyError),
+    #[error("{location}: history event refused, {reason}: raise [limits] and start again (nothing was checkpointed)")]
+    History { location: String, reason: crate::event::Reason },
 }
 
 /// Requests to a running daemon, and what it reports back. Cheap to clone.
@@ -195,12 +197,12 @@ pub fn run_blocking(config: &Config, rules: Arc<RuleSet>, handle: &Handle) -> Re
     result
 }
 
-/// Reads a JSON Lines history file (`[bootstrap]`) and hands each valid event to `each`, in file order. Bad
-/// lines are skipped: history is the bureau's own export, already checked when it was first consumed. Logs and
-/// returns the number of events.
+/// Reads a JSON Lines history file (`[bootstrap]`) and hands each valid event to `each` with its location, in
+/// file order. Bad lines are skipped: history is the bureau's own export, already checked when it was first
+/// consumed. Logs and returns the number of events.
 fn read_history(
     path: &std::path::Path,
-    mut each: impl FnMut(crate::event::Event) -> Result<(), DaemonError>,
+    mut each: impl FnMut(crate::event::Event, &dyn Fn() -> String) -> Result<(), DaemonError>,
 ) -> Result<u64, DaemonError> {
     let name = path.display().to_string();
     let io = |error| DaemonError::Io { context: name.clone(), error };
@@ -211,7 +213,7 @@ fn read_history(
         if let crate::lines::Line::Text(bytes) = line
             && let Ok(event) = crate::event::decode(bytes)
         {
-            each(event)?;
+            each(event, &|| format!("{name}:{}", lines.number))?;
             events += 1;
         }
     }

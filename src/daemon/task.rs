@@ -138,7 +138,10 @@ impl Task {
     fn count(&self, kind: Kind, offer: Offer, profile: Option<(bool, u64)>, stats: &Stats) -> Result<Offer, Reason> {
         match offer {
             Offer::Accepted { late } => stats.event(kind, false, late),
-            Offer::Duplicate => stats.event(kind, true, false),
+            Offer::Duplicate => {
+                stats.event(kind, true, false);
+                return Ok(offer);
+            }
             Offer::OverLimit(limit) => return Err(Reason::OverLimit(limit)),
         }
         if let Some((clipped, refused)) = profile
@@ -169,16 +172,15 @@ impl Task {
     }
 
     /// Handles one event of history (`[bootstrap]`) with the event clock, whatever the live clock. Its
-    /// alerts are output like any other but not mailed: they are the past.
-    pub fn history(&mut self, event: crate::event::Event, stats: &Stats) {
+    /// alerts are output like any other but not mailed: they are the past. `Err` for an event over a limit
+    /// (counted): history that does not fit is not loaded in part.
+    pub fn history(&mut self, event: crate::event::Event, stats: &Stats) -> Result<(), Reason> {
         let mut raised = Vec::new();
         let kind = event.kind;
         let profile = self.profile_limits(&event);
         let offer = self.engine.offer(event, &mut |a| raised.push(a));
-        if let Err(reason) = self.count(kind, offer, profile, stats) {
-            stats.rejected(reason);
-        }
         self.emit_with(raised, stats, false);
+        self.count(kind, offer, profile, stats).map(|_| ()).inspect_err(|&reason| stats.rejected(reason))
     }
 
     /// Turns raised alerts into output, leaving out the suppressed ones, and hands them (with the level

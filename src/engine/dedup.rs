@@ -52,11 +52,6 @@ impl Dedup {
         self.seen.contains(&hash)
     }
 
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: &str) -> bool {
-        self.contains_hash(self.hash(id))
-    }
-
     /// Remembers the id of `hash` ([`Dedup::hash`]); false if it was remembered already.
     pub fn insert_hash(&mut self, hash: u64) -> bool {
         self.seen.insert(hash)

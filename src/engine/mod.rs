@@ -31,8 +31,8 @@ use crate::rules::{Action, Measure, RuleSet};
 use crate::time::Ts;
 
 pub use dedup::Dedup;
-pub use profiles::Profile;
 use profiles::Profiles;
+pub use profiles::{MAX_SYMBOLS as MAX_PROFILE_VALUES, Profile};
 pub use snapshot::SnapshotError;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
@@ -40,9 +40,9 @@ use timers::TimerQueue;
 use crate::limits::{EngineLimits, Limit};
 pub use crate::rules::MAX_ACTIVE_RULES;
 
-/// Most bytes of event ids an alert's evidence lists (ids count with 3 bytes of JSON each): with more, the
-/// oldest are left out and counted in [`Alert::evidence_omitted`]. Keeps every alert record well within
-/// a Kafka message (1 MB by default) and an e-mail readable, whatever one entity's window holds.
+/// Most bytes of JSON an alert's evidence list takes (each id escaped, with its quotes and a comma): with more,
+/// the oldest ids are left out and counted in [`Alert::evidence_omitted`]. Keeps every alert record well within
+/// a Kafka message (1 MB by default), whatever one entity's window holds.
 pub const MAX_EVIDENCE_BYTES: usize = 256 * 1024;
 
 /// A window an alert's value was computed over: `from < occurred_at <= to`.
@@ -168,11 +168,12 @@ impl Engine {
             batch: Vec::new(),
             falls: None,
             profiles: Profiles::default(),
-            limits: EngineLimits::default(),
+            limits: EngineLimits::UNLIMITED,
         })
     }
 
-    /// Sets the bounds on what the engine holds (from `[limits]`; [`EngineLimits::default`] otherwise).
+    /// Sets the bounds on what the engine holds (the daemon's `[limits]`). Without it there are none: replay
+    /// and the rule tools are SPEC's reference and hold whatever their input needs.
     pub fn set_limits(&mut self, limits: EngineLimits) {
         self.limits = limits;
     }
@@ -241,13 +242,29 @@ impl Engine {
     /// over a limit (its id then not remembered).
     fn remember(&mut self, event: &Event) -> Result<Slot, Offer> {
         let hash = self.dedup.hash(&event.id);
-        let admitted = if self.dedup.len() >= self.limits.seen_ids { Err(Limit::SeenIds) } else { self.admit(event) };
+        let admitted =
+            if self.dedup.len() >= self.limits.seen_ids { Err(Limit::SeenIds) } else { self.admit_pruning(event) };
         match admitted {
             // One probe of the id set on the common path.
             Ok(slot) if self.dedup.insert_hash(hash) => Ok(slot),
             Ok(_) => Err(Offer::Duplicate),
             Err(_) if self.dedup.contains_hash(hash) => Err(Offer::Duplicate),
             Err(limit) => Err(Offer::OverLimit(limit)),
+        }
+    }
+
+    /// [`Engine::admit`], and when the entity's events are at their limit, again after dropping those that left
+    /// every window (stored events are otherwise pruned only when the entity is evaluated, and a refused event
+    /// does not evaluate it: without this an entity at the limit would refuse events forever).
+    fn admit_pruning(&mut self, event: &Event) -> Result<Slot, Limit> {
+        match self.admit(event) {
+            Err(Limit::EntityEvents) => {
+                if let (Some(now), Some(&idx)) = (self.now, self.index.get(&event.entity)) {
+                    self.entities[idx as usize].prune(&self.plan, now);
+                }
+                self.admit(event)
+            }
+            other => other,
         }
     }
 
@@ -278,7 +295,7 @@ impl Engine {
     /// memory (replay does so on its reader thread). `Accepted`, or `OverLimit` for an event of an entity
     /// over a limit (the id limit is the caller's to check).
     pub fn offer_first_seen(&mut self, event: Event, sink: &mut impl FnMut(Alert)) -> Offer {
-        match self.admit(&event) {
+        match self.admit_pruning(&event) {
             Ok(slot) => self.accept(event, slot, sink),
             Err(limit) => Offer::OverLimit(limit),
         }

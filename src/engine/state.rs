@@ -221,14 +221,14 @@ impl Runs<'_> {
     }
 
     /// Ids of events of `kinds` with `from < occurred_at <= to`, by time; within one second by kind (in the
-    /// rule's order), then arrival. Only the newest that fit in `max_bytes` (each id's length plus 3), and how
+    /// rule's order), then arrival. Only the newest that fit in `max_bytes` of JSON ([`json_len`]), and how
     /// many older ones were left out.
     pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts, max_bytes: usize) -> (Vec<super::Evidence>, u64) {
         let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
         let mut bytes = 0;
         let kept = recs.iter().rev().take_while(|r| {
-            bytes += r.id.len() + 3;
+            bytes += json_len(&r.id);
             bytes <= max_bytes
         });
         let skip = recs.len() - kept.count();
@@ -261,6 +261,19 @@ impl Runs<'_> {
         }
         next
     }
+}
+
+/// Bytes an id takes in an alert record's JSON list at most: the string escaped as serde_json writes it
+/// (`"` and `\\` as two bytes, a control character as up to six), its quotes and a comma.
+pub(super) fn json_len(id: &str) -> usize {
+    3 + id
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// The state of one entity.

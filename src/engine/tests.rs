@@ -243,36 +243,54 @@ fn ev_of(entity: &str, id: &str, kind: Kind, at: Ts) -> Event {
 #[test]
 fn events_over_a_limit_are_refused_whole_and_can_come_back_once_it_is_raised() {
     let tight = EngineLimits { entities: 1, events_per_entity: 2, seen_ids: 4 };
-    let other = "91350100M000100Y43";
+    let first = "91350100M000100Y43";
     let second = "91110000600037341L";
     let mut e = engine();
     e.set_limits(tight);
     let mut out = Vec::new();
-    assert_eq!(
-        e.offer(ev_of(other, "a", Kind::NegativeSentiment, 100), &mut |a| out.push(a)),
-        Offer::Accepted { late: false }
-    );
-    // A second entity is over `entities`; nothing of it is kept, its id included.
-    let refused = ev_of(second, "b", Kind::NegativeSentiment, 100);
-    assert_eq!(e.offer(refused.clone(), &mut |a| out.push(a)), Offer::OverLimit(Limit::Entities));
-    assert_eq!((e.entities(), e.seen_ids()), (1, 1));
+    let mut offer = |e: &mut Engine, entity: &str, id: &str, at: Ts| {
+        e.offer(ev_of(entity, id, Kind::NegativeSentiment, at), &mut |a| out.push(a))
+    };
+    assert_eq!(offer(&mut e, first, "a", 100), Offer::Accepted { late: false });
+    // A second entity is over `entities`: nothing of it is kept, its id included, and the clock stays.
+    assert_eq!(offer(&mut e, second, "b", 150), Offer::OverLimit(Limit::Entities));
+    assert_eq!((e.entities(), e.seen_ids(), e.now()), (1, 1, Some(100)));
     // A third event of the first entity is over `events_per_entity`, and did not raise `warn`.
-    assert_eq!(
-        e.offer(ev_of(other, "c", Kind::NegativeSentiment, 101), &mut |a| out.push(a)),
-        Offer::Accepted { late: false }
-    );
-    assert_eq!(
-        e.offer(ev_of(other, "d", Kind::NegativeSentiment, 102), &mut |a| out.push(a)),
-        Offer::OverLimit(Limit::EntityEvents)
-    );
+    assert_eq!(offer(&mut e, first, "c", 101), Offer::Accepted { late: false });
+    assert_eq!(offer(&mut e, first, "d", 102), Offer::OverLimit(Limit::EntityEvents));
+    assert_eq!(e.now(), Some(101));
     // A duplicate is still a duplicate, whatever the limits.
-    assert_eq!(e.offer(ev_of(other, "a", Kind::NegativeSentiment, 103), &mut |a| out.push(a)), Offer::Duplicate);
-    e.finish(None, &mut |a| out.push(a));
-    assert_eq!(out.iter().map(|a| a.action).collect::<Vec<_>>(), [Action::Remind]);
+    assert_eq!(offer(&mut e, first, "a", 103), Offer::Duplicate);
     // Raised: the refused event is taken as new.
     e.set_limits(EngineLimits::default());
-    assert_eq!(e.offer(refused, &mut |a| out.push(a)), Offer::Accepted { late: true });
+    assert_eq!(offer(&mut e, second, "b", 150), Offer::Accepted { late: false });
     assert_eq!(e.entities(), 2);
+    e.finish(None, &mut |a| out.push(a));
+    assert_eq!(out.iter().map(|a| a.action).collect::<Vec<_>>(), [Action::Remind]);
+}
+
+#[test]
+fn an_entity_at_its_event_limit_takes_new_events_once_the_old_ones_left_every_window() {
+    let mut e = engine();
+    e.set_limits(EngineLimits { events_per_entity: 2, ..EngineLimits::default() });
+    let mut out = Vec::new();
+    // Two items 31 days apart: both stored, at the limit; the first left its 30-day window long ago.
+    e.offer(ev("a", Kind::NegativeSentiment, 0), &mut |a| out.push(a));
+    e.offer(ev("b", Kind::NegativeSentiment, 31 * DAY), &mut |a| out.push(a));
+    // Months later, with nothing in any window, a new item is taken (the expired ones are dropped first).
+    assert_eq!(
+        e.offer(ev("c", Kind::NegativeSentiment, 200 * DAY), &mut |a| out.push(a)),
+        Offer::Accepted { late: false }
+    );
+    assert_eq!(
+        e.offer(ev("d", Kind::NegativeSentiment, 200 * DAY), &mut |a| out.push(a)),
+        Offer::Accepted { late: false }
+    );
+    // Now both are in the window: the next one is over the limit.
+    assert_eq!(
+        e.offer(ev("x", Kind::NegativeSentiment, 200 * DAY), &mut |a| out.push(a)),
+        Offer::OverLimit(Limit::EntityEvents)
+    );
 }
 
 #[test]
@@ -285,6 +303,8 @@ fn seen_ids_are_bounded_and_a_profile_counts_toward_entities() {
     assert_eq!(e.ingest(profile("91110000600037341L", "p2")), Offer::OverLimit(Limit::Entities));
     assert_eq!(e.ingest(ev("x", Kind::NegativeSentiment, 50)), Offer::Accepted { late: false });
     assert_eq!(e.ingest(ev("y", Kind::NegativeSentiment, 50)), Offer::OverLimit(Limit::SeenIds));
+    // Full, a repeated id is still a duplicate.
+    assert_eq!(e.ingest(ev("x", Kind::NegativeSentiment, 50)), Offer::Duplicate);
     assert_eq!(e.seen_ids(), 2);
 }
 

@@ -169,6 +169,7 @@ pub fn sample_notice(action: Action, profile: Option<Profile>) -> Notice {
             Item { id: "amr-cf-2024-0077".into(), kind: Kind::Penalty, at: at - 200 * DAY },
             Item { id: "amr-cf-2025-0015".into(), kind: Kind::Penalty, at },
         ],
+        evidence_omitted: 0,
         profile,
         window_days: 1095,
         scope: None,

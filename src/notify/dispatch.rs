@@ -545,6 +545,9 @@ impl Dispatcher {
         ends_at: Ts,
         now: Ts,
     ) -> Result<Silence, String> {
+        if self.state.silences.len() >= MAX_SILENCES {
+            return Err(format!("{MAX_SILENCES} silences already: expire some first"));
+        }
         if matchers.is_empty() {
             return Err("a silence needs at least one matcher (it would silence everything)".into());
         }
@@ -554,9 +557,6 @@ impl Dispatcher {
         }
         if ends_at <= now || ends_at <= starts_at {
             return Err("a silence must end in the future and after it starts".into());
-        }
-        if self.state.silences.len() >= MAX_SILENCES {
-            return Err(format!("{MAX_SILENCES} silences already: expire some first"));
         }
         let id = hash(&[&matchers.describe(), &author, &comment, &now.to_string(), &self.state.seq.to_string()])[..16]
             .to_owned();

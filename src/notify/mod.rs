@@ -109,6 +109,15 @@ impl Side {
     }
 }
 
+/// Where [`Notifier::queue`] put an e-mail.
+enum Queued {
+    Outbox,
+    /// Over `[limits] outbox`: in `outbox/dead/`, unsent.
+    Dead,
+    /// It was there already (queued before a crash that came before it was recorded).
+    Already,
+}
+
 /// The notifier. See the module documentation.
 pub struct Notifier {
     side: Mutex<Side>,
@@ -275,10 +284,17 @@ impl Notifier {
             return Ok(0);
         }
         let mut queued = Vec::new();
+        let (mut waiting, mut dead) = (0, 0);
         let mut result = Ok(());
         for mail in &mails {
             match self.queue(mail) {
-                Ok(()) => queued.push(mail.id.clone()),
+                Ok(into) => {
+                    queued.push(mail.id.clone());
+                    match into {
+                        Queued::Outbox | Queued::Already => waiting += 1,
+                        Queued::Dead => dead += 1,
+                    }
+                }
                 Err(e) => {
                     tracing::error!(mail = %mail.id, error = %e, "cannot queue an e-mail; it is tried again");
                     result = Err(e);
@@ -288,21 +304,23 @@ impl Notifier {
         if !queued.is_empty() {
             // One folder sync makes the batch's names durable before the batch is recorded as queued.
             outbox::sync_dir(&self.outbox_dir)?;
-            let n = queued.len();
+            if dead > 0 {
+                outbox::sync_dir(&self.outbox_dir.join("dead"))?;
+            }
             let mut side = self.side();
             self.apply(&mut side, Op::Commit { ids: queued })?;
             // Recorded as queued before they can be sent: a restart does not make them again.
             side.journal.sync()?;
             drop(side);
-            self.stats.queued.fetch_add(n as u64, Ordering::Relaxed);
+            self.stats.queued.fetch_add(waiting, Ordering::Relaxed);
             self.outbox.lock().unwrap_or_else(|p| p.into_inner()).changed();
             self.wake();
         }
         result.map(|()| mails.len())
     }
 
-    /// Renders and durably queues one e-mail.
-    fn queue(&self, mail: &Mail) -> Result<(), NotifyError> {
+    /// Renders and durably queues one e-mail: in the outbox, or over its limit in `dead/`.
+    fn queue(&self, mail: &Mail) -> Result<Queued, NotifyError> {
         let receivers = || self.notify.config.receivers.iter().map(|r| r.get_ref());
         let receiver = receivers()
             .find(|r| r.name == mail.receiver)
@@ -331,20 +349,26 @@ impl Notifier {
             refused: Vec::new(),
         };
         // Over the limit the e-mail is kept, undelivered, beside the given-up ones: the alerts are in the
-        // alert output, and an outage cannot fill the disk with e-mails.
+        // alert output, and a long outage does not make every later e-mail wait behind a growing queue that
+        // each delivery pass reads again. `dead/` is the operators' to empty.
         if self.stats.outbox_waiting.load(Ordering::Relaxed) >= self.outbox_limit as u64 {
             let dead = self.outbox_dir.join("dead");
-            Outbox::queue(&dead, &entry, &message.formatted())?;
-            self.stats.limits.hit(Limit::Outbox, "an e-mail moved to outbox/dead/ unsent");
+            if !Outbox::queue(&dead, &entry, &message.formatted())? {
+                return Ok(Queued::Already);
+            }
+            self.stats.limits.hit(Limit::Outbox, "an e-mail put in outbox/dead/ unsent");
             self.stats.dead.fetch_add(1, Ordering::Relaxed);
             let kept_in = dead.display().to_string();
             let (mail, message_id, receiver) = (&entry.id, &entry.message_id, &entry.receiver);
             self.audit("daemon", &audit::Delivery::OutboxFull { mail, message_id, receiver, kept_in: &kept_in });
-            return Ok(());
+            return Ok(Queued::Dead);
         }
-        Outbox::queue(&self.outbox_dir, &entry, &message.formatted())?;
+        if !Outbox::queue(&self.outbox_dir, &entry, &message.formatted())? {
+            return Ok(Queued::Already);
+        }
+        // Counted at once, for the next e-mail's check (the delivery pass then stores the true count).
         self.stats.outbox_waiting.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(Queued::Outbox)
     }
 
     /// One pass over the outbox; returns what it did.

@@ -60,7 +60,11 @@ pub struct Notice {
     pub threshold: u64,
     pub class: Option<Class>,
     pub windows: Vec<Span>,
+    /// The newest [`MAX_NOTICE_EVIDENCE`] events behind the alert.
     pub evidence: Vec<Item>,
+    /// Older events behind the alert, not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evidence_omitted: u64,
     pub profile: Option<Profile>,
     /// The rule's window in days (for "in the last N days").
     pub window_days: i64,
@@ -72,10 +76,19 @@ pub struct Notice {
     pub entities: Vec<String>,
 }
 
+/// Events a notice (so an e-mail) lists at most: the newest; the rest are counted. Notices wait in the
+/// notifier's state and journal, so they are kept small whatever the alert's window holds.
+pub const MAX_NOTICE_EVIDENCE: usize = 100;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Notice {
     /// The notice of an alert raised by `engine`.
     pub fn of_alert(alert: &Alert, alert_id: &str, engine: &Engine) -> Notice {
         let rule = &engine.rules().all[alert.rule];
+        let cut = alert.evidence.len().saturating_sub(MAX_NOTICE_EVIDENCE);
         Notice {
             id: alert_id.to_owned(),
             alert_id: alert_id.to_owned(),
@@ -91,7 +104,11 @@ impl Notice {
             threshold: alert.threshold,
             class: alert.class,
             windows: alert.windows.iter().map(|w| Span { from: w.from, to: w.to, count: w.count }).collect(),
-            evidence: alert.evidence.iter().map(|e| Item { id: e.id.to_string(), kind: e.kind, at: e.at }).collect(),
+            evidence: alert.evidence[cut..]
+                .iter()
+                .map(|e| Item { id: e.id.to_string(), kind: e.kind, at: e.at })
+                .collect(),
+            evidence_omitted: alert.evidence_omitted + cut as u64,
             profile: engine.profile(&alert.entity),
             window_days: rule.measure.window() / crate::time::DAY,
             scope: None,
@@ -127,6 +144,7 @@ impl Notice {
             class: None,
             windows: vec![Span { from: at - r.window_days * crate::time::DAY, to: at, count: r.value }],
             evidence: Vec::new(),
+            evidence_omitted: 0,
             profile: Some(Profile {
                 at,
                 name: Some(name.into()),
@@ -157,6 +175,7 @@ impl Notice {
             value: fall.value,
             class: fall.class,
             evidence: Vec::new(),
+            evidence_omitted: 0,
             windows: Vec::new(),
             ..standing.clone()
         })

@@ -161,16 +161,17 @@ impl Outbox {
 
     /// Queues an e-mail in outbox folder `dir`: its bytes, then its envelope, each written and synced
     /// (the caller syncs the folder once for a batch). Queuing the same id again replaces the entry (the
-    /// bytes are the same but for the Date of a mail made again after a crash).
-    pub fn queue(dir: &Path, entry: &Entry, eml: &[u8]) -> Result<(), OutboxError> {
+    /// bytes are the same but for the Date of a mail made again after a crash). False when it was there.
+    pub fn queue(dir: &Path, entry: &Entry, eml: &[u8]) -> Result<bool, OutboxError> {
         // Queued before (a crash came between writing and recording it): the entry on disk, with the
         // recipients it was already delivered to, stands.
         if dir.join(format!("{}.json", entry.id)).exists() {
-            return Ok(());
+            return Ok(false);
         }
         write_file(&dir.join(format!("{}.eml", entry.id)), eml)?;
         let json = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        write_file(&dir.join(format!("{}.json", entry.id)), &json)
+        write_file(&dir.join(format!("{}.json", entry.id)), &json)?;
+        Ok(true)
     }
 
     /// Entries queued, oldest first.

@@ -166,6 +166,8 @@ struct NoticeView<'a> {
     window_days: i64,
     windows: Vec<WindowView>,
     evidence: Vec<EvidenceView<'a>>,
+    /// Events behind the alert in all, listed or not.
+    evidence_total: u64,
     /// A regional alert's scope (`region`, `industry`, `domain`); absent for an entity's alert.
     scope: Option<&'a str>,
     /// A regional alert's counted entities.
@@ -263,6 +265,7 @@ impl<'a> NoticeView<'a> {
                     at: local_time(e.at, offset),
                 })
                 .collect(),
+            evidence_total: n.evidence.len() as u64 + n.evidence_omitted,
             scope: n.scope.as_deref(),
             entities: n.entities.iter().map(String::as_str).collect(),
         }
