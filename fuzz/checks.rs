@@ -11,12 +11,13 @@
 #![allow(dead_code)] // each target uses one check
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use credit_sentinel::alert::AlertRecord;
 use credit_sentinel::config::Config;
-use credit_sentinel::engine::Engine;
+use credit_sentinel::engine::{Engine, Offer};
 use credit_sentinel::event::decode;
+use credit_sentinel::limits::EngineLimits;
 use credit_sentinel::lines::{Line, Lines};
 use credit_sentinel::notify::{Notifier, admin};
 use credit_sentinel::rules::{RuleSet, load_texts};
@@ -35,21 +36,31 @@ pub fn shipped_rules() -> Arc<RuleSet> {
         .clone()
 }
 
-/// The alerts of `lines` offered in order to an engine for `rules` (then finished), as JSON records.
-/// With `restart_at`, the engine is saved to a snapshot and restored from it before that line.
-fn run(rules: &Arc<RuleSet>, lines: &[&[u8]], restart_at: Option<usize>) -> Vec<String> {
+/// The alerts of `lines` offered in order to an engine for `rules` with `limits` (then finished), as JSON
+/// records, and the indices of the lines refused over a limit. With `restart_at`, the engine is saved to a
+/// snapshot and restored from it before that line.
+fn run(
+    rules: &Arc<RuleSet>,
+    limits: EngineLimits,
+    lines: &[&[u8]],
+    restart_at: Option<usize>,
+) -> (Vec<String>, Vec<usize>) {
     let mut engine = Engine::new(rules.clone()).expect("an engine for a loaded rule set");
-    let mut alerts = Vec::new();
+    engine.set_limits(limits);
+    let (mut alerts, mut refused) = (Vec::new(), Vec::new());
     for (i, line) in lines.iter().enumerate() {
         if restart_at == Some(i) {
             engine = round_trip(&engine);
+            engine.set_limits(limits);
         }
-        if let Ok(event) = decode(line) {
-            engine.offer(event, &mut |a| alerts.push(record(rules, &a)));
+        if let Ok(event) = decode(line)
+            && let Offer::OverLimit(_) = engine.offer(event, &mut |a| alerts.push(record(rules, &a)))
+        {
+            refused.push(i);
         }
     }
     engine.finish(None, &mut |a| alerts.push(record(rules, &a)));
-    alerts
+    (alerts, refused)
 }
 
 fn record(rules: &RuleSet, alert: &credit_sentinel::engine::Alert) -> String {
@@ -87,9 +98,16 @@ pub fn event_lines(data: &[u8]) {
     }
     let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     let rules = shipped_rules();
-    let straight = run(&rules, &lines, None);
-    let restarted = run(&rules, &lines, Some(lines.len() / 2));
+    let (straight, _) = run(&rules, EngineLimits::UNLIMITED, &lines, None);
+    let (restarted, _) = run(&rules, EngineLimits::UNLIMITED, &lines, Some(lines.len() / 2));
     assert_eq!(straight, restarted, "a snapshot and restore changed the alerts");
+    // Under tight limits, an event refused changes nothing: the alerts are those of the input without the
+    // refused lines, with no limits.
+    let tight = EngineLimits { entities: 3, events_per_entity: 4, seen_ids: 40 };
+    let (limited, refused) = run(&rules, tight, &lines, None);
+    let kept: Vec<&[u8]> = lines.iter().enumerate().filter(|(i, _)| !refused.contains(i)).map(|(_, l)| *l).collect();
+    let (without, _) = run(&rules, EngineLimits::UNLIMITED, &kept, None);
+    assert_eq!(limited, without, "an event refused over a limit changed the alerts");
 }
 
 /// A few days of events reaching every default rule, for rule files under test.
@@ -104,8 +122,8 @@ pub fn rule_file(data: &[u8]) {
         Ok(set) => {
             let set = Arc::new(set);
             let lines: Vec<&[u8]> = SAMPLE.lines().map(str::as_bytes).collect();
-            let straight = run(&set, &lines, None);
-            let restarted = run(&set, &lines, Some(lines.len() / 2));
+            let (straight, _) = run(&set, EngineLimits::UNLIMITED, &lines, None);
+            let (restarted, _) = run(&set, EngineLimits::UNLIMITED, &lines, Some(lines.len() / 2));
             assert_eq!(straight, restarted, "a snapshot and restore changed the alerts");
         }
     }
@@ -151,26 +169,6 @@ pub fn checkpoint(data: &[u8]) {
     }
 }
 
-static NOTIFIER: Mutex<Option<(tempdir::Dir, Arc<Notifier>)>> = Mutex::new(None);
-
-/// Closes the admin target's notifier and removes its folder.
-pub fn admin_done() {
-    NOTIFIER.lock().unwrap_or_else(|p| p.into_inner()).take();
-}
-
-/// A notifier in a private folder (on /dev/shm when there is one: the admin interface fsyncs every change).
-fn notifier() -> Arc<Notifier> {
-    let mut slot = NOTIFIER.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        let dir = tempdir::Dir::new();
-        let config = Config::parse("fuzz.toml", ADMIN_CONFIG).expect("the fuzz configuration parses");
-        let notify = config.notifications.clone().expect("it has [notify]");
-        let n = Notifier::open(notify, &dir.0, 10_000).expect("the notifier opens");
-        *slot = Some((dir, n));
-    }
-    slot.as_ref().map(|(_, n)| n.clone()).expect("set above")
-}
-
 const ADMIN_CONFIG: &str = r#"
 [file]
 path = "events.jsonl"
@@ -187,9 +185,13 @@ receiver = "登记注册科"
 "#;
 
 /// The admin interface: every request line gets an answer, an error says why, and the silences stay within
-/// their limit.
+/// their limit. Each input gets a new notifier in a new folder (on /dev/shm when there is one: the interface
+/// fsyncs every change), so a failure reproduces from its input alone.
 pub fn admin_request(data: &[u8]) {
-    let notifier = notifier();
+    let dir = tempdir::Dir::new();
+    let config = Config::parse("fuzz.toml", ADMIN_CONFIG).expect("the fuzz configuration parses");
+    let notify = config.notifications.clone().expect("it has [notify]");
+    let notifier = Notifier::open(notify, &dir.0, 10).expect("the notifier opens");
     let response = admin::answer(&notifier, data);
     assert!(response.ok || response.error.as_deref().is_some_and(|e| !e.is_empty()));
     assert!(notifier.silences().len() <= credit_sentinel::notify::dispatch::MAX_SILENCES);
@@ -204,7 +206,9 @@ mod tempdir {
     impl Dir {
         pub fn new() -> Dir {
             let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-            let path = base.join(format!("credit-sentinel-fuzz-{}", std::process::id()));
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = base.join(format!("credit-sentinel-fuzz-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("a temporary folder");
             Dir(path)

@@ -6,9 +6,10 @@
 # Targets (fuzz/fuzz_targets/, their checks in fuzz/checks.rs): event_lines (Kafka messages and file lines),
 # rule_file, config_file, checkpoint (a corrupted checkpoint must be refused, never trusted), admin_request.
 # Seeds are fuzz/seeds/<target>/ (committed); what the fuzzer learns goes to fuzz/corpus/<target>/ (not
-# committed, kept between runs). An input that fails a check, panics, leaks past the memory limit or hangs is
-# copied to fuzz/regressions/<target>/ and the script exits 1: `cargo test --test fuzz_inputs` then fails on it
-# until it is fixed, and keeps it as a regression test for good (commit the file with the fix).
+# committed, kept between runs). An input that fails a check or panics is copied to fuzz/regressions/<target>/
+# and the script exits 1: `cargo test --test fuzz_inputs` then fails on it until it is fixed, and keeps it as a
+# regression test for good (commit the file with the fix). An input that runs out of memory (2 GiB) or time
+# (10 s) also fails the script; it stays in fuzz/artifacts/<target>/ (the stable test has no such bounds).
 #
 # Needs a nightly compiler (this machine kind has one beside stable; RUSTC_BOOTSTRAP=1 on stable otherwise)
 # and cargo-fuzz (installed from crates.io when missing). Built without a sanitizer (`-s none`): the project
@@ -45,6 +46,7 @@ fi
 
 failed=()
 for t in "${targets[@]}"; do
+  rm -rf "fuzz/artifacts/$t"
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   echo "fuzz: $t for ${seconds}s"
   log="fuzz/artifacts/$t/last-run.log"
@@ -58,10 +60,13 @@ for t in "${targets[@]}"; do
   else
     failed+=("$t")
     mkdir -p "fuzz/regressions/$t"
-    for a in fuzz/artifacts/"$t"/{crash,oom,timeout,leak}-*; do
+    for a in fuzz/artifacts/"$t"/crash-*; do
       [ -e "$a" ] || continue
       cp "$a" "fuzz/regressions/$t/"
       echo "fuzz: $t: failing input saved as fuzz/regressions/$t/$(basename "$a")" >&2
+    done
+    for a in fuzz/artifacts/"$t"/{oom,timeout,leak}-*; do
+      [ -e "$a" ] && echo "fuzz: $t: input over the memory or time bound: $a" >&2
     done
     grep -E -A12 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" | head -40 >&2 || true
   fi

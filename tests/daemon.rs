@@ -775,6 +775,11 @@ fn events_over_a_limit_are_refused_whole_logged_and_change_nothing_else() {
     let over: Vec<&str> = rejects.lines().filter(|l| l.contains(": over_limit: ")).collect();
     assert_eq!(over.iter().map(|l| line_of(l)).collect::<Vec<_>>(), refused);
     assert!(over[0].contains("over the limit on entities ([limits] entities)"), "{}", over[0]);
+    // Each with the whole line, to be appended to the input again once the limit is raised.
+    let input: Vec<&str> = text.lines().collect();
+    for l in &over {
+        assert!(l.ends_with(&format!(": {}", input[line_of(l) - 1])), "{l}");
+    }
     // One warning names the limit (at most one a minute), not one per event.
     let log = String::from_utf8_lossy(&run.stderr);
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("input over a limit")).collect();

@@ -327,3 +327,21 @@ fn evidence_keeps_the_newest_ids_within_its_byte_bound() {
     assert_eq!(alert.evidence.last().unwrap().id, id(n - 1));
     assert_eq!(alert.evidence[0].id, id(n - kept));
 }
+
+#[test]
+fn evidence_is_bounded_in_json_bytes_whatever_the_ids_escape_to() {
+    let mut e = engine();
+    // Control characters take six bytes each in JSON: 256 of them, 1,539 bytes per id with quotes and comma.
+    let id = |i: usize| format!("{}{i:04}", "\u{1}".repeat(252));
+    let n = MAX_EVIDENCE_BYTES / 1539 + 20;
+    let mut out = Vec::new();
+    for i in 0..n {
+        e.offer(ev(&id(i), Kind::NegativeSentiment, 1000), &mut |a| out.push(a));
+    }
+    e.finish(None, &mut |a| out.push(a));
+    let alert = out.last().unwrap();
+    assert!(alert.evidence_omitted > 0);
+    let ids: Vec<&str> = alert.evidence.iter().map(|e| e.id.as_str()).collect();
+    let json = serde_json::to_string(&ids).unwrap();
+    assert!(json.len() <= MAX_EVIDENCE_BYTES, "{} bytes", json.len());
+}
