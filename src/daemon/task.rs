@@ -62,6 +62,7 @@ impl Task {
                     path = %r.path.display(),
                     entities = r.engine.entities(),
                     next_offset = r.meta.next_offset,
+                    offsets = ?r.meta.offsets,
                     "state restored from checkpoint"
                 );
                 (r.engine, r.meta, true)
