@@ -16,6 +16,9 @@ cargo test --release --locked
 bin=target/release/credit-sentinel
 "$bin" check-rules alert-rules > /dev/null
 "$bin" test-rules alert-rules/tests
+# Composite (weighted) rules: their own test rule file, not a shipped set.
+"$bin" check-rules tests/rules/composite.toml > /dev/null
+"$bin" test-rules tests/rules
 
 # Differential test: the reference (tests/reference/ref_replay.py) was written from SPEC alone.
 work=$(mktemp -d)

@@ -320,25 +320,32 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
         rules.active_aggregates().count(),
     )?;
     for rule in &rules.all {
-        let (what, ratio) = match &rule.measure {
-            Measure::Count { .. } => ("count", String::new()),
-            Measure::Surge { ratio_num, ratio_den, .. } => {
-                ("surge", format!(", guard cur*{ratio_den} >= prev*{ratio_num}"))
-            }
-        };
-        let kinds: Vec<&str> = rule.measure.kinds().iter().map(|k| k.as_str()).collect();
         writeln!(
             text,
-            "\n{} [{:?}] version {} ({})\n  {} / {}\n  {what} of {} over {} days{ratio}",
-            rule.id,
-            rule.state,
-            rule.version,
-            rule.origin,
-            rule.name_zh,
-            rule.name_en,
-            kinds.join("+"),
-            rule.measure.window() / crate::time::DAY,
+            "\n{} [{:?}] version {} ({})\n  {} / {}",
+            rule.id, rule.state, rule.version, rule.origin, rule.name_zh, rule.name_en,
         )?;
+        let component = |kinds: &[crate::event::Kind], window: i64, surge: Option<(u64, u64)>| {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            let (what, guard) = match surge {
+                None => ("count", String::new()),
+                Some((num, den)) => ("surge", format!(", guard cur*{den} >= prev*{num}")),
+            };
+            format!("{what} of {} over {} days{guard}", kinds.join("+"), window / crate::time::DAY)
+        };
+        match &rule.measure {
+            Measure::Composite { parts, .. } => {
+                writeln!(text, "  composite score (thousandths) = sum of weight x min(value, cap) / cap:")?;
+                for p in parts {
+                    let weight = format!("{}.{:03}", p.weight / 1000, p.weight % 1000);
+                    writeln!(text, "    {weight} x {} (cap {})", component(&p.kinds, p.window, p.surge), p.cap)?;
+                }
+            }
+            _ => {
+                let (kinds, window, surge) = rule.measure.components().next().unwrap_or_default();
+                writeln!(text, "  {}", component(kinds, window, surge))?;
+            }
+        }
         writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
         for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
             let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));

@@ -91,6 +91,33 @@ kind = ["complaint", "negative_sentiment"]
 window_days = 90
 min_ratio = 0.5
 thresholds = { remind = 1, warn = 2, inspect = 3 }
+
+[[rule]]
+id = "dense-composite"
+name_zh = "加权评定"
+name_en = "Weighted score"
+type = "composite"
+thresholds = { remind = 0.3, warn = 0.5, interview = 0.7, inspect = 0.9 }
+
+[[rule.parts]]
+kind = "penalty"
+window_days = 60
+cap = 3
+weight = 0.5
+
+[[rule.parts]]
+type = "surge"
+kind = ["complaint", "negative_sentiment"]
+window_days = 20
+min_ratio = 1.5
+cap = 2
+weight = 0.3
+
+[[rule.parts]]
+kind = "address_change"
+window_days = 200
+cap = 2
+weight = 0.25
 "#;
 
 static DEFAULT: LazyLock<Arc<RuleSet>> =
@@ -216,7 +243,7 @@ fn complaint_stream() -> impl Strategy<Value = Vec<Item>> {
 }
 
 /// A stream and its `--until`: none, or one in the next four years, or (most often) an event's time plus a
-/// window length (1, 30, 60, 90, 180, 365, 730 or 1095 days) ± 1 s, so that the horizon falls exactly on a
+/// window length (1, 20, 30, 40, 60, 90, 180, 200, 365, 730 or 1095 days) ± 1 s, so that the horizon falls exactly on a
 /// departure (and just before or after it) often; it is then usually after the last event, so timers fire.
 fn stream_until() -> impl Strategy<Value = (Vec<Item>, Option<i64>)> {
     with_until(stream())
@@ -225,7 +252,7 @@ fn stream_until() -> impl Strategy<Value = (Vec<Item>, Option<i64>)> {
 fn with_until(streams: impl Strategy<Value = Vec<Item>>) -> impl Strategy<Value = (Vec<Item>, Option<i64>)> {
     streams.prop_flat_map(|items| {
         let times: Vec<i64> = items.iter().map(|it| it.ev.at).collect();
-        let windows = vec![1i64, 30, 60, 90, 180, 365, 730, 1095];
+        let windows = vec![1i64, 20, 30, 40, 60, 90, 180, 200, 365, 730, 1095];
         let until = prop_oneof![
             1 => Just(None),
             1 => (0i64..1500).prop_map(|d| Some(*BASE + d * DAY)),
@@ -297,6 +324,26 @@ fn at_of(v: &Value) -> i64 {
     parse_rfc3339(v["at"].as_str().unwrap()).unwrap()
 }
 
+/// A composite rule's score in thousandths, by exact rationals: floor(1000 * sum(w * min(v, cap) / cap)).
+fn composite_score(parts: &[credit_sentinel::rules::Part], values: &[i64]) -> i64 {
+    // Sum of fractions weight * m / cap (weight in thousandths), kept as num / den in lowest terms.
+    let gcd = |mut a: u128, mut b: u128| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let (mut num, mut den) = (0u128, 1u128);
+    for (p, &v) in parts.iter().zip(values) {
+        let m = v.clamp(0, p.cap as i64) as u128;
+        let (n, d) = (u128::from(p.weight) * m, u128::from(p.cap));
+        (num, den) = (num * d + n * den, den * d);
+        let g = gcd(num, den).max(1);
+        (num, den) = (num / g, den / g);
+    }
+    (num / den) as i64
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // A naive model of SPEC, for comparison: evaluate every entity and every rule at every instant where a
 // count can change, with the replay clock of "Precise points".
@@ -317,11 +364,12 @@ fn naive(rules: &RuleSet, items: &[Item], until: Option<i64>) -> Vec<Value> {
         let mut c: Vec<i64> = Vec::new();
         for k in known {
             for &r in &rules.active {
-                let m = &rules.all[r].measure;
-                if m.kinds().contains(&k.item.ev.kind) {
-                    c.push(k.item.ev.at + m.window());
-                    if matches!(m, Measure::Surge { .. }) {
-                        c.push(k.item.ev.at + 2 * m.window());
+                for (kinds, window, surge) in rules.all[r].measure.components() {
+                    if kinds.contains(&k.item.ev.kind) {
+                        c.push(k.item.ev.at + window);
+                        if surge.is_some() {
+                            c.push(k.item.ev.at + 2 * window);
+                        }
                     }
                 }
             }
@@ -347,29 +395,41 @@ fn naive(rules: &RuleSet, items: &[Item], until: Option<i64>) -> Vec<Value> {
                 let mut of_rule: Vec<&Known> =
                     known.iter().filter(|k| k.item.ev.entity == e && m.kinds().contains(&k.item.ev.kind)).collect();
                 of_rule.sort_by_key(|k| (k.item.ev.at, k.seq));
-                let count = |from: i64, to: i64| {
-                    of_rule.iter().filter(|k| from < k.item.ev.at && k.item.ev.at <= to).count() as i64
+                let count = |kinds: &[Kind], from: i64, to: i64| {
+                    let inside = |k: &&&Known| from < k.item.ev.at && k.item.ev.at <= to;
+                    of_rule.iter().filter(|k| kinds.contains(&k.item.ev.kind)).filter(inside).count() as i64
                 };
-                let w = m.window();
-                let cur = count(t - w, t);
-                let (value, mut windows) = match m {
-                    Measure::Count { .. } => (cur, vec![(t - w, t, cur)]),
-                    Measure::Surge { ratio_num, ratio_den, .. } => {
-                        let prev = count(t - 2 * w, t - w);
-                        let v = if cur as u64 * ratio_den >= prev as u64 * ratio_num { cur - prev } else { 0 };
-                        (v, vec![(t - w, t, cur), (t - 2 * w, t - w, prev)])
-                    }
+                // Each windowed count: its value (a surge's cur - prev under its guard) and its windows.
+                let mut windows = Vec::new();
+                let mut values = Vec::new();
+                for (kinds, w, surge) in m.components() {
+                    let cur = count(kinds, t - w, t);
+                    windows.push((t - w, t, cur));
+                    values.push(match surge {
+                        None => cur,
+                        Some((num, den)) => {
+                            let prev = count(kinds, t - 2 * w, t - w);
+                            windows.push((t - 2 * w, t - w, prev));
+                            if cur as u64 * den >= prev as u64 * num { cur - prev } else { 0 }
+                        }
+                    });
+                }
+                let value = match m {
+                    Measure::Composite { parts, .. } => composite_score(parts, &values),
+                    _ => values[0],
                 };
                 let level = rule.level(class, value);
                 let before = levels.insert((e, r), level).unwrap_or(0);
                 if level > before {
                     let action = Action::from_level(level).unwrap();
-                    let reach = m.reach();
-                    let evidence: Vec<&str> = of_rule
-                        .iter()
-                        .filter(|k| t - reach < k.item.ev.at && k.item.ev.at <= t)
-                        .map(|k| k.item.id.as_str())
-                        .collect();
+                    // An event any count of the rule counts over its reach.
+                    let counted = |k: &&&Known| {
+                        m.components().any(|(kinds, w, surge)| {
+                            let reach = if surge.is_some() { 2 * w } else { w };
+                            kinds.contains(&k.item.ev.kind) && t - reach < k.item.ev.at && k.item.ev.at <= t
+                        })
+                    };
+                    let evidence: Vec<&str> = of_rule.iter().filter(counted).map(|k| k.item.id.as_str()).collect();
                     out.push(json!({
                         "entity_id": CODES[e],
                         "rule": rule.id,
@@ -708,8 +768,27 @@ proptest! {
                 prop_assert!(times.windows(2).all(|w| w[0] <= w[1]), "evidence not by occurred_at: {}", a);
                 let evidence = times.len() as i64;
                 prop_assert_eq!(&windows[0]["to"], &a["at"]);
-                prop_assert_eq!(parse_rfc3339(windows[0]["from"].as_str().unwrap()).unwrap(), at - rule.measure.window());
+                let first = rule.measure.components().next().unwrap().1;
+                prop_assert_eq!(parse_rfc3339(windows[0]["from"].as_str().unwrap()).unwrap(), at - first);
                 match &rule.measure {
+                    Measure::Composite { parts, .. } => {
+                        // A window per part, two for a surge part; the score follows from their counts.
+                        let mut i = 0;
+                        let mut values = Vec::new();
+                        for p in parts {
+                            values.push(match p.surge {
+                                None => count(i),
+                                Some((num, den)) => {
+                                    i += 1;
+                                    let (cur, prev) = (count(i - 1), count(i));
+                                    if cur as u64 * den >= prev as u64 * num { cur - prev } else { 0 }
+                                }
+                            });
+                            i += 1;
+                        }
+                        prop_assert_eq!(windows.len(), i);
+                        prop_assert_eq!(a["value"].as_i64().unwrap(), composite_score(parts, &values));
+                    }
                     Measure::Count { .. } => {
                         prop_assert_eq!(windows.len(), 1);
                         prop_assert_eq!(a["value"].as_i64().unwrap(), count(0));

@@ -27,7 +27,7 @@ use hashbrown::HashMap;
 
 use crate::credit_code::EntityKey;
 use crate::event::{Class, Event, Kind};
-use crate::rules::{Action, Measure, RuleSet};
+use crate::rules::{Action, RuleSet};
 use crate::time::Ts;
 
 pub use dedup::Dedup;
@@ -573,13 +573,17 @@ fn alert(
 ) -> Alert {
     let rule = &rules.all[rule_idx];
     let measure = &rule.measure;
-    let w = measure.window();
-    let count = |from: Ts, to: Ts| runs.count(measure.kinds(), from, to);
-    let mut windows = vec![Window { from: at - w, to: at, count: count(at - w, at) }];
-    if let Measure::Surge { .. } = measure {
-        windows.push(Window { from: at - 2 * w, to: at - w, count: count(at - 2 * w, at - w) });
+    // Per windowed count (a composite rule's parts in order): the current window, then a surge's previous one.
+    let mut windows = Vec::new();
+    for (kinds, w, surge) in measure.components() {
+        windows.push(Window { from: at - w, to: at, count: runs.count(kinds, at - w, at) });
+        if surge.is_some() {
+            windows.push(Window { from: at - 2 * w, to: at - w, count: runs.count(kinds, at - 2 * w, at - w) });
+        }
     }
-    let (evidence, evidence_omitted) = runs.evidence(measure.kinds(), at - measure.reach(), at, MAX_EVIDENCE_BYTES);
+    // Each count's events over its reach (a kind in several parts: over the longest).
+    let counts = measure.components().map(|(kinds, w, surge)| (kinds, at - if surge.is_some() { 2 * w } else { w }));
+    let (evidence, evidence_omitted) = runs.evidence(counts, at, MAX_EVIDENCE_BYTES);
     Alert {
         entity,
         rule: rule_idx,

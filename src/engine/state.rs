@@ -74,14 +74,17 @@ impl Plan {
         let mut offsets: [Vec<Offset>; 7] = Default::default();
         let always = |after| Offset { after, always: true, falls: 0 };
         for (slot, rule) in rules.active().enumerate() {
-            let falls = Offset { after: rule.measure.window(), always: false, falls: 7 << (3 * slot) };
-            for &kind in rule.measure.kinds() {
-                let o = &mut offsets[kind as usize];
-                // Arrival of an event still in the future; leaving the (current) window only lowers the value.
-                o.extend([always(0), falls]);
-                if let Measure::Surge { window, .. } = rule.measure {
-                    // Leaving the previous window raises `cur - prev`.
-                    o.push(always(2 * window));
+            for (kinds, window, surge) in rule.measure.components() {
+                let falls = Offset { after: window, always: false, falls: 7 << (3 * slot) };
+                for &kind in kinds {
+                    let o = &mut offsets[kind as usize];
+                    // Arrival of an event still in the future; leaving the (current) window only lowers the value
+                    // (a composite's score is a sum of parts that each only fall then).
+                    o.extend([always(0), falls]);
+                    if surge.is_some() {
+                        // Leaving the previous window raises `cur - prev`.
+                        o.push(always(2 * window));
+                    }
                 }
             }
         }
@@ -111,10 +114,23 @@ impl Plan {
         match *measure {
             Measure::Count { ref kinds, window } => runs.count(kinds, at - window, at) as i64,
             Measure::Surge { ref kinds, window, ratio_num, ratio_den } => {
-                let cur = runs.count(kinds, at - window, at);
-                let prev = runs.count(kinds, at - 2 * window, at - window);
-                let guard = u128::from(cur) * u128::from(ratio_den) >= u128::from(prev) * u128::from(ratio_num);
-                if guard { cur as i64 - prev as i64 } else { 0 }
+                surge(runs, kinds, window, (ratio_num, ratio_den), at)
+            }
+            Measure::Composite { ref parts, .. } => {
+                // floor(1000 * sum(w_i * min(v_i, cap_i) / cap_i)) over the common denominator prod(cap_i),
+                // with weights already in thousandths. The loader's bounds keep every term within u128.
+                let product: u128 = parts.iter().map(|p| u128::from(p.cap)).product();
+                let sum: u128 = parts
+                    .iter()
+                    .map(|p| {
+                        let v = match p.surge {
+                            None => runs.count(&p.kinds, at - p.window, at),
+                            Some(guard) => surge(runs, &p.kinds, p.window, guard, at).max(0) as u64,
+                        };
+                        u128::from(p.weight) * u128::from(v.min(p.cap)) * (product / u128::from(p.cap))
+                    })
+                    .sum();
+                (sum / product) as i64
             }
         }
     }
@@ -131,6 +147,14 @@ impl Plan {
             }
         }
     }
+}
+
+/// `cur - prev` of `kinds` over `window` at `at` while `cur * den >= prev * num`, else 0.
+fn surge(runs: &Runs<'_>, kinds: &[Kind], window: Ts, (num, den): (u64, u64), at: Ts) -> i64 {
+    let cur = runs.count(kinds, at - window, at);
+    let prev = runs.count(kinds, at - 2 * window, at - window);
+    let guard = u128::from(cur) * u128::from(den) >= u128::from(prev) * u128::from(num);
+    if guard { cur as i64 - prev as i64 } else { 0 }
 }
 
 /// An instant relative to an event's `occurred_at` at which some value changes.
@@ -220,11 +244,27 @@ impl Runs<'_> {
         kinds.iter().map(|&k| self.window(k, from, to).len() as u64).sum()
     }
 
-    /// Ids of events of `kinds` with `from < occurred_at <= to`, by time; within one second by kind (in the
-    /// rule's order), then arrival. Only the newest that fit in `max_bytes` of JSON ([`json_len`]), and how
-    /// many older ones were left out.
-    pub fn evidence(&self, kinds: &[Kind], from: Ts, to: Ts, max_bytes: usize) -> (Vec<super::Evidence>, u64) {
-        let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from, to)).collect();
+    /// Ids of the events that windowed counts `(kinds, from)` ending at `to` count, `from < occurred_at <= to`
+    /// (a composite rule has one count per part, each over its own reach; an event counted twice is listed
+    /// once), by time; within one second by kind (in the rule's order), then arrival. Only the newest that fit
+    /// in `max_bytes` of JSON ([`json_len`]), and how many older ones were left out.
+    pub fn evidence<'k>(
+        &self,
+        counts: impl Iterator<Item = (&'k [Kind], Ts)>,
+        to: Ts,
+        max_bytes: usize,
+    ) -> (Vec<super::Evidence>, u64) {
+        let mut kinds: Vec<Kind> = Vec::new();
+        let mut from_of = [Ts::MAX; 7];
+        for (ks, from) in counts {
+            for &k in ks {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+                from_of[k as usize] = from_of[k as usize].min(from);
+            }
+        }
+        let mut recs: Vec<&Rec> = kinds.iter().flat_map(|&k| self.window(k, from_of[k as usize], to)).collect();
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
         let mut bytes = 0;
         let kept = recs.iter().rev().take_while(|r| {

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Action, AggregateRule, GroupBy, Measure, Rule, RuleSet, RuleState};
+use super::{Action, AggregateRule, GroupBy, Measure, Part, Rule, RuleSet, RuleState};
 use crate::event::{Class, Kind};
-use crate::time::DAY;
+use crate::time::{DAY, Ts};
 
 /// Most rules one set may define.
 pub const MAX_RULES: usize = 256;
@@ -24,6 +24,11 @@ pub const MAX_AGGREGATES: usize = 64;
 pub const MAX_PREFIX: i64 = 200;
 /// Longest window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 36_500;
+/// Most parts of a composite rule.
+pub const MAX_PARTS: usize = 6;
+/// Largest `cap` of a composite rule's part. With [`MAX_PARTS`] and weights of at most 1000, a score is
+/// computed exactly in 128-bit integers.
+pub const MAX_CAP: u64 = 1000;
 
 /// A rule file or directory that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -76,19 +81,70 @@ impl Ratio {
     }
 }
 
+/// A threshold as written: a whole number (counts), or a decimal with at most 3 decimals (composite
+/// scores), kept exactly in thousandths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Threshold {
+    milli: u64,
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            Int(u64),
+            Float(f64),
+        }
+        let bad = |text: &str| serde::de::Error::custom(format!("{text} is not a number with at most 3 decimals"));
+        match Num::deserialize(d)? {
+            Num::Int(i) => i.checked_mul(1000).map(|milli| Threshold { milli }).ok_or_else(|| bad(&i.to_string())),
+            Num::Float(f) => {
+                // `Display` of f64 prints the shortest decimal that reads back the same, never an exponent.
+                let text = f.to_string();
+                let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+                let digits = int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit());
+                if frac.len() > 3 || int.is_empty() || !digits || int.len() > 15 {
+                    return Err(bad(&text));
+                }
+                let milli: u64 = format!("{int}{frac:0<3}").parse().map_err(|_| bad(&text))?;
+                Ok(Threshold { milli })
+            }
+        }
+    }
+}
+
 /// One threshold per action; an action left out is never raised by this rule.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawThresholds {
-    remind: Option<u64>,
-    warn: Option<u64>,
-    interview: Option<u64>,
-    inspect: Option<u64>,
+    remind: Option<Threshold>,
+    warn: Option<Threshold>,
+    interview: Option<Threshold>,
+    inspect: Option<Threshold>,
 }
 
 impl RawThresholds {
-    fn as_array(&self) -> [Option<u64>; 4] {
-        [self.remind, self.warn, self.interview, self.inspect]
+    /// Whole numbers (`score = false`), or scores in thousandths.
+    fn as_array(&self, score: bool, what: &str) -> Result<[Option<u64>; 4], String> {
+        let mut out = [None; 4];
+        for ((slot, t), action) in
+            out.iter_mut().zip([self.remind, self.warn, self.interview, self.inspect]).zip(Action::ALL)
+        {
+            *slot = match t {
+                None => None,
+                Some(t) if score => Some(t.milli),
+                Some(t) if t.milli % 1000 == 0 => Some(t.milli / 1000),
+                Some(t) => {
+                    return Err(format!(
+                        "`{what}.{action}` = {}.{:03} must be a whole number (decimals are for composite scores)",
+                        t.milli / 1000,
+                        t.milli % 1000
+                    ));
+                }
+            };
+        }
+        Ok(out)
     }
 }
 
@@ -121,11 +177,27 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 enum RuleType {
+    #[default]
     Count,
     Surge,
+    Composite,
+}
+
+/// A `[[rule.parts]]` table of a composite rule, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPart {
+    /// `count` (default) or `surge`.
+    #[serde(rename = "type", default)]
+    kind_of_part: RuleType,
+    kind: OneOrMany,
+    window_days: i64,
+    min_ratio: Option<Ratio>,
+    cap: u64,
+    weight: Ratio,
 }
 
 /// A `[[rule]]` table as written.
@@ -141,9 +213,11 @@ struct RawRule {
     state: RuleState,
     #[serde(rename = "type")]
     kind_of_rule: RuleType,
-    kind: OneOrMany,
-    window_days: i64,
+    kind: Option<OneOrMany>,
+    window_days: Option<i64>,
     min_ratio: Option<Ratio>,
+    #[serde(default)]
+    parts: Vec<RawPart>,
     thresholds: RawThresholds,
     class_factors: Option<RawFactors>,
     #[serde(default)]
@@ -250,7 +324,7 @@ fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, St
     if !(1..=MAX_WINDOW_DAYS).contains(&raw.window_days) {
         return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
     }
-    let thresholds = raw.thresholds.as_array();
+    let thresholds = raw.thresholds.as_array(false, "thresholds")?;
     check_thresholds(&thresholds, "thresholds")?;
     let window = raw.window_days * DAY;
     let canonical = serde_json::json!({
@@ -278,9 +352,9 @@ fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, St
     })
 }
 
-fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
-    check_id(&raw.id)?;
-    let names: Vec<String> = match &raw.kind {
+/// The kinds of `kind` (one or a list), each an indicator, without repeats.
+fn parse_kinds(kind: &OneOrMany) -> Result<Vec<Kind>, String> {
+    let names: Vec<String> = match kind {
         OneOrMany::One(k) => vec![k.clone()],
         OneOrMany::Many(ks) => ks.clone(),
     };
@@ -302,21 +376,74 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
             }
         }
     }
-    if !(1..=MAX_WINDOW_DAYS).contains(&raw.window_days) {
+    Ok(kinds)
+}
+
+/// A window in seconds, from `window_days` checked.
+fn window_of(days: i64) -> Result<Ts, String> {
+    if !(1..=MAX_WINDOW_DAYS).contains(&days) {
         return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
     }
-    let window = raw.window_days * DAY;
-    let measure = match (raw.kind_of_rule, raw.min_ratio) {
-        (RuleType::Count, None) => Measure::Count { kinds, window },
-        (RuleType::Count, Some(_)) => {
-            return Err("`min_ratio` applies only to `type = \"surge\"`".into());
+    Ok(days * DAY)
+}
+
+/// A count or a surge (`type`), with its ratio guard when a surge.
+fn guard_of(kind_of: RuleType, min_ratio: Option<Ratio>) -> Result<Option<(u64, u64)>, String> {
+    match (kind_of, min_ratio) {
+        (RuleType::Count, None) => Ok(None),
+        (RuleType::Count, Some(_)) => Err("`min_ratio` applies only to `type = \"surge\"`".into()),
+        (RuleType::Surge, Some(r)) => Ok(Some((r.num, r.den))),
+        (RuleType::Surge, None) => Err("a surge needs `min_ratio` (e.g. 1.5: cur >= 1.5 * prev)".into()),
+        (RuleType::Composite, _) => Err("a part is a `count` or a `surge`".into()),
+    }
+}
+
+fn build_part(raw: &RawPart, n: usize) -> Result<Part, String> {
+    let at = |m: String| format!("`parts[{n}]`: {m}");
+    let kinds = parse_kinds(&raw.kind).map_err(at)?;
+    let window = window_of(raw.window_days).map_err(at)?;
+    let surge = guard_of(raw.kind_of_part, raw.min_ratio).map_err(at)?;
+    if !(1..=MAX_CAP).contains(&raw.cap) {
+        return Err(at(format!("`cap` must be between 1 and {MAX_CAP}")));
+    }
+    // A weight (a decimal up to 1000) is kept exactly in thousandths.
+    if !(raw.weight.num * 1000).is_multiple_of(raw.weight.den) {
+        return Err(at("`weight` has at most 3 decimals".into()));
+    }
+    let weight = raw.weight.num * 1000 / raw.weight.den;
+    Ok(Part { kinds, window, surge, cap: raw.cap, weight })
+}
+
+fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
+    check_id(&raw.id)?;
+    let composite = raw.kind_of_rule == RuleType::Composite;
+    let measure = if composite {
+        if raw.kind.is_some() || raw.window_days.is_some() || raw.min_ratio.is_some() {
+            return Err("a composite rule sets `kind`, `window_days` and `min_ratio` in its `parts`".into());
         }
-        (RuleType::Surge, Some(r)) => Measure::Surge { kinds, window, ratio_num: r.num, ratio_den: r.den },
-        (RuleType::Surge, None) => {
-            return Err("a surge rule needs `min_ratio` (e.g. 1.5: cur >= 1.5 * prev)".into());
+        if raw.parts.is_empty() || raw.parts.len() > MAX_PARTS {
+            return Err(format!("a composite rule has from 1 to {MAX_PARTS} `parts`"));
+        }
+        let parts = raw.parts.iter().enumerate().map(|(n, p)| build_part(p, n)).collect::<Result<Vec<_>, _>>()?;
+        let mut kinds: Vec<Kind> = Vec::new();
+        for k in parts.iter().flat_map(|p| &p.kinds) {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        Measure::Composite { kinds, parts }
+    } else {
+        if !raw.parts.is_empty() {
+            return Err("`parts` are for `type = \"composite\"`".into());
+        }
+        let kinds = parse_kinds(raw.kind.as_ref().ok_or("`kind` is missing")?)?;
+        let window = window_of(raw.window_days.ok_or("`window_days` is missing")?)?;
+        match guard_of(raw.kind_of_rule, raw.min_ratio)? {
+            None => Measure::Count { kinds, window },
+            Some((ratio_num, ratio_den)) => Measure::Surge { kinds, window, ratio_num, ratio_den },
         }
     };
-    let base = raw.thresholds.as_array();
+    let base = raw.thresholds.as_array(composite, "thresholds")?;
     check_thresholds(&base, "thresholds")?;
     let factors = raw.class_factors.as_ref().or(file_factors).map(RawFactors::as_array);
     let mut thresholds = [[None; 4]; 5];
@@ -335,8 +462,9 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
                 return Err(format!("`class_thresholds.{other}`: class must be A, B, C, D or unclassified"));
             }
         };
-        let row = table.as_array();
-        check_thresholds(&row, &format!("class_thresholds.{class}"))?;
+        let what = format!("class_thresholds.{class}");
+        let row = table.as_array(composite, &what)?;
+        check_thresholds(&row, &what)?;
         thresholds[slot] = row;
     }
     let version = version(&raw.id, &measure, &thresholds);
@@ -531,6 +659,78 @@ thresholds = { remind = 2, warn = 3, interview = 5, inspect = 8 }
         assert!(load_str("x.toml", &bad).is_err());
         let bad = RULE.replace("type = \"count\"", "type = \"surge\"");
         assert!(load_str("x.toml", &bad).unwrap_err().to_string().contains("min_ratio"));
+    }
+
+    const COMPOSITE: &str = r#"
+[class_factors]
+A = 2.0
+B = 1.5
+C = 1.0
+D = 0.5
+unclassified = 1.0
+
+[[rule]]
+id = "weighted"
+name_zh = "加权评定"
+name_en = "Weighted"
+type = "composite"
+thresholds = { remind = 0.4, warn = 0.65 }
+
+[[rule.parts]]
+kind = ["complaint", "negative_sentiment"]
+window_days = 90
+cap = 4
+weight = 0.4
+
+[[rule.parts]]
+type = "surge"
+kind = "penalty"
+window_days = 30
+min_ratio = 1.5
+cap = 2
+weight = 0.125
+"#;
+
+    #[test]
+    fn composite_rules_load_exact_weights_and_scores_in_thousandths() {
+        let rules = load_str("x.toml", COMPOSITE).unwrap();
+        let Measure::Composite { kinds, parts } = &rules[0].measure else { panic!("{:?}", rules[0].measure) };
+        assert_eq!(kinds, &[Kind::Complaint, Kind::NegativeSentiment, Kind::Penalty]);
+        assert_eq!((parts[0].cap, parts[0].weight, parts[0].surge), (4, 400, None));
+        assert_eq!((parts[1].window, parts[1].weight, parts[1].surge), (30 * DAY, 125, Some((15, 10))));
+        // Scores in thousandths, scaled per class like counts: max(1, ceil(base * f)).
+        assert_eq!(rules[0].thresholds[4], [Some(400), Some(650), None, None]);
+        assert_eq!(rules[0].thresholds[Class::A as usize], [Some(800), Some(1300), None, None]);
+        assert_eq!(rules[0].thresholds[Class::D as usize], [Some(200), Some(325), None, None]);
+        assert_eq!((rules[0].measure.window(), rules[0].measure.reach()), (90 * DAY, 90 * DAY));
+    }
+
+    #[test]
+    fn composite_rules_are_checked_with_their_line() {
+        let refused = |from: &str, to: &str, says: &str| {
+            let bad = COMPOSITE.replacen(from, to, 1);
+            let err = load_str("x.toml", &bad).unwrap_err().to_string();
+            assert!(err.starts_with("x.toml:9: rule `weighted`") && err.contains(says), "{from} -> {to}: {err}");
+        };
+        refused("weight = 0.4", "weight = 0.4001", "`parts[0]`: `weight` has at most 3 decimals");
+        refused("cap = 4", "cap = 0", "`parts[0]`: `cap` must be between 1 and 1000");
+        refused("cap = 2", "cap = 1001", "`parts[1]`: `cap` must be between 1 and 1000");
+        refused("min_ratio = 1.5\n", "", "`parts[1]`: a surge needs `min_ratio`");
+        refused("type = \"composite\"", "type = \"composite\"\nkind = \"penalty\"", "in its `parts`");
+        refused("window_days = 90", "window_days = 0", "`window_days` must be between 1");
+        let err = load_str("x.toml", &COMPOSITE.replace("remind = 0.4", "remind = 0.4005")).unwrap_err().to_string();
+        assert_eq!(err, "x.toml:14: 0.4005 is not a number with at most 3 decimals");
+        let six = (0..7).map(|_| "\n[[rule.parts]]\nkind = \"penalty\"\nwindow_days = 1\ncap = 1\nweight = 1\n");
+        let err = load_str("x.toml", &format!("{COMPOSITE}{}", six.collect::<String>())).unwrap_err();
+        assert!(err.to_string().contains("from 1 to 6 `parts`"), "{err}");
+        // Decimals are for scores only; parts are for composite rules only.
+        let err = load_str("x.toml", &RULE.replace("warn = 3", "warn = 3.5")).unwrap_err();
+        assert!(err.to_string().contains("`thresholds.warn` = 3.500 must be a whole number"), "{err}");
+        let err = load_str(
+            "x.toml",
+            &format!("{RULE}\n[[rule.parts]]\nkind = \"penalty\"\nwindow_days = 1\ncap = 1\nweight = 1\n"),
+        );
+        assert!(err.unwrap_err().to_string().contains("`parts` are for `type = \"composite\"`"));
     }
 
     const AGGREGATE: &str = r#"

@@ -9,7 +9,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub(crate) use load::line_of;
-pub use load::{MAX_ACTIVE_RULES, MAX_AGGREGATES, MAX_RULES, RuleError, load_dir, load_file_str, load_str, load_texts};
+pub use load::{
+    MAX_ACTIVE_RULES, MAX_AGGREGATES, MAX_CAP, MAX_PARTS, MAX_RULES, RuleError, load_dir, load_file_str, load_str,
+    load_texts,
+};
 
 use crate::event::{Class, Kind};
 use crate::time::Ts;
@@ -82,29 +85,60 @@ pub enum Measure {
     /// `cur - prev`: events of `kinds` in the last `window` seconds minus those in the `window` before;
     /// it counts only while `cur * ratio_den >= prev * ratio_num` (the ratio guard), else it is 0.
     Surge { kinds: Vec<Kind>, window: Ts, ratio_num: u64, ratio_den: u64 },
+    /// A weighted score (加权评定) of several indicators, in thousandths:
+    /// `floor(1000 * sum(weight_i * min(value_i, cap_i) / cap_i))`, computed exactly in integers. `kinds` is
+    /// the union of the parts' kinds.
+    Composite { kinds: Vec<Kind>, parts: Vec<Part> },
 }
+
+/// One indicator of a composite rule: a count (or a surge) of `kinds` over its own window, normalised by
+/// `cap` and weighted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Part {
+    pub kinds: Vec<Kind>,
+    /// Window length in seconds.
+    pub window: Ts,
+    /// A surge's ratio guard `(num, den)`: the value is `cur - prev` while `cur * den >= prev * num`, else 0.
+    /// `None`: a count.
+    pub surge: Option<(u64, u64)>,
+    /// The value at which the part counts in full.
+    pub cap: u64,
+    /// Weight in thousandths.
+    pub weight: u64,
+}
+
+/// One windowed count a measure is made of: `(kinds, window, surge guard)`.
+pub type Component<'a> = (&'a [Kind], Ts, Option<(u64, u64)>);
 
 impl Measure {
     /// The kinds of events the rule counts.
     pub fn kinds(&self) -> &[Kind] {
         match self {
-            Measure::Count { kinds, .. } | Measure::Surge { kinds, .. } => kinds,
+            Measure::Count { kinds, .. } | Measure::Surge { kinds, .. } | Measure::Composite { kinds, .. } => kinds,
         }
     }
 
-    /// The window length in seconds.
+    /// The window length in seconds (a composite rule's longest).
     pub fn window(&self) -> Ts {
-        match self {
-            Measure::Count { window, .. } | Measure::Surge { window, .. } => *window,
-        }
+        self.components().map(|(_, window, _)| window).max().unwrap_or(0)
     }
 
-    /// How far back an event still matters to this rule: `W` for counts, `2W` for surges.
+    /// How far back an event still matters to this rule: `W` for counts, `2W` for surges (a composite rule's
+    /// longest).
     pub fn reach(&self) -> Ts {
-        match self {
-            Measure::Count { window, .. } => *window,
-            Measure::Surge { window, .. } => 2 * window,
-        }
+        self.components().map(|(_, window, surge)| if surge.is_some() { 2 * window } else { window }).max().unwrap_or(0)
+    }
+
+    /// The windowed counts the measure is made of: one, or a composite rule's parts.
+    pub fn components(&self) -> impl Iterator<Item = Component<'_>> {
+        let (one, parts): (Option<Component<'_>>, &[Part]) = match self {
+            Measure::Count { kinds, window } => (Some((kinds, *window, None)), &[]),
+            Measure::Surge { kinds, window, ratio_num, ratio_den } => {
+                (Some((kinds, *window, Some((*ratio_num, *ratio_den)))), &[])
+            }
+            Measure::Composite { parts, .. } => (None, parts),
+        };
+        one.into_iter().chain(parts.iter().map(|p| (p.kinds.as_slice(), p.window, p.surge)))
     }
 }
 
@@ -285,6 +319,10 @@ impl RuleSet {
 
     /// The longest reach of any active rule that counts `kind`, or `None` if none does.
     pub fn reach(&self, kind: Kind) -> Option<Ts> {
-        self.active().filter(|r| r.measure.kinds().contains(&kind)).map(|r| r.measure.reach()).max()
+        self.active()
+            .flat_map(|r| r.measure.components())
+            .filter(|(kinds, _, _)| kinds.contains(&kind))
+            .map(|(_, window, surge)| if surge.is_some() { 2 * window } else { window })
+            .max()
     }
 }
