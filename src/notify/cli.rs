@@ -170,6 +170,7 @@ pub fn sample_notice(action: Action, profile: Option<Profile>) -> Notice {
             Item { id: "amr-cf-2025-0015".into(), kind: Kind::Penalty, at },
         ],
         evidence_omitted: 0,
+        score: false,
         profile,
         window_days: 1095,
         scope: None,

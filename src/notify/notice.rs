@@ -62,6 +62,9 @@ pub struct Notice {
     pub windows: Vec<Span>,
     /// The newest [`MAX_NOTICE_EVIDENCE`] events behind the alert.
     pub evidence: Vec<Item>,
+    /// `value` and `threshold` are a composite rule's score in thousandths (shown as decimals).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub score: bool,
     /// Older events behind the alert, not listed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub evidence_omitted: u64,
@@ -109,6 +112,7 @@ impl Notice {
                 .map(|e| Item { id: e.id.to_string(), kind: e.kind, at: e.at })
                 .collect(),
             evidence_omitted: alert.evidence_omitted + cut as u64,
+            score: matches!(rule.measure, crate::rules::Measure::Composite { .. }),
             profile: engine.profile(&alert.entity),
             window_days: rule.measure.window() / crate::time::DAY,
             scope: None,
@@ -145,6 +149,7 @@ impl Notice {
             windows: vec![Span { from: at - r.window_days * crate::time::DAY, to: at, count: r.value }],
             evidence: Vec::new(),
             evidence_omitted: 0,
+            score: false,
             profile: Some(Profile {
                 at,
                 name: Some(name.into()),
@@ -176,6 +181,7 @@ impl Notice {
             class: fall.class,
             evidence: Vec::new(),
             evidence_omitted: 0,
+            score: false,
             windows: Vec::new(),
             ..standing.clone()
         })

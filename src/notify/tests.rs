@@ -426,3 +426,16 @@ fn an_admin_request_over_its_limit_is_refused_and_counted() {
     assert_eq!(notifier.stats.limits.count(crate::limits::Limit::AdminRequest), 1);
     assert!(super::admin::answer(&notifier, br#"{"op":"list"}"#).ok);
 }
+
+#[test]
+fn a_composite_rules_score_is_shown_as_a_decimal() {
+    let mut mail = super::cli::sample_mail(false);
+    let n = &mut mail.notices[0];
+    (n.score, n.value, n.threshold) = (true, 650, 600);
+    let templates = super::render::Templates::load(None).unwrap();
+    let (_, text, _) = templates.render_parts(&mail, 8 * 3600).unwrap();
+    assert!(text.contains("指标值：0.650（") && text.contains("阈值 0.600"), "{text}");
+    mail.notices[0].score = false;
+    let (_, text, _) = templates.render_parts(&mail, 8 * 3600).unwrap();
+    assert!(text.contains("指标值：650（"), "{text}");
+}
