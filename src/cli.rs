@@ -337,7 +337,7 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
             Measure::Composite { parts, .. } => {
                 writeln!(text, "  composite score (thousandths) = sum of weight x min(value, cap) / cap:")?;
                 for p in parts {
-                    let weight = format!("{}.{:03}", p.weight / 1000, p.weight % 1000);
+                    let weight = crate::rules::milli_text(p.weight as i64);
                     writeln!(text, "    {weight} x {} (cap {})", component(&p.kinds, p.window, p.surge), p.cap)?;
                 }
             }

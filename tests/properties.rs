@@ -109,7 +109,7 @@ weight = 0.5
 type = "surge"
 kind = ["complaint", "negative_sentiment"]
 window_days = 20
-min_ratio = 1.5
+min_ratio = 0.5
 cap = 2
 weight = 0.3
 

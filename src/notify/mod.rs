@@ -350,8 +350,10 @@ impl Notifier {
         };
         // Over the limit the e-mail is kept, undelivered, beside the given-up ones: the alerts are in the
         // alert output, and a long outage does not make every later e-mail wait behind a growing queue that
-        // each delivery pass reads again. `dead/` is the operators' to empty.
-        if self.stats.outbox_waiting.load(Ordering::Relaxed) >= self.outbox_limit as u64 {
+        // each delivery pass reads again. `dead/` is the operators' to empty. An e-mail already in the outbox
+        // (queued before a crash that came before it was recorded) stays there, whatever the count.
+        let queued_before = self.outbox_dir.join(format!("{}.json", entry.id)).exists();
+        if !queued_before && self.stats.outbox_waiting.load(Ordering::Relaxed) >= self.outbox_limit as u64 {
             let dead = self.outbox_dir.join("dead");
             if !Outbox::queue(&dead, &entry, &message.formatted())? {
                 return Ok(Queued::Already);

@@ -181,7 +181,6 @@ impl Notice {
             class: fall.class,
             evidence: Vec::new(),
             evidence_omitted: 0,
-            score: false,
             windows: Vec::new(),
             ..standing.clone()
         })

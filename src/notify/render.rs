@@ -159,6 +159,8 @@ struct NoticeView<'a> {
     action_meaning: &'static str,
     previous_action_zh: &'static str,
     at: String,
+    /// A composite rule's score (its `value` and `threshold` are decimals, `0.650`), not a count.
+    score: bool,
     /// A count, or a composite rule's score as a decimal (`0.650`).
     value: String,
     threshold: String,
@@ -240,8 +242,9 @@ impl<'a> NoticeView<'a> {
             action_meaning: action_meaning(n.action),
             previous_action_zh: n.previous_action.map_or("无", action_zh),
             at: local_time(n.at, offset),
-            value: if n.score { milli(n.value) } else { n.value.to_string() },
-            threshold: if n.score { milli(n.threshold as i64) } else { n.threshold.to_string() },
+            score: n.score,
+            value: if n.score { crate::rules::milli_text(n.value) } else { n.value.to_string() },
+            threshold: if n.score { crate::rules::milli_text(n.threshold as i64) } else { n.threshold.to_string() },
             class: n.class.map_or("未分类", |c| c.as_str()),
             class_zh: match n.class.map(|c| c.as_str()) {
                 Some("A") => "A类（信用风险低）",
@@ -310,9 +313,4 @@ pub fn local_time(t: Ts, offset: Ts) -> String {
     let (y, m, d) = crate::time::civil_from_days(local.div_euclid(86_400));
     let s = local.rem_euclid(86_400);
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// Thousandths as a decimal: `650` is `0.650`.
-fn milli(v: i64) -> String {
-    format!("{}{}.{:03}", if v < 0 { "-" } else { "" }, v.unsigned_abs() / 1000, v.unsigned_abs() % 1000)
 }

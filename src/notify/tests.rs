@@ -434,7 +434,7 @@ fn a_composite_rules_score_is_shown_as_a_decimal() {
     (n.score, n.value, n.threshold) = (true, 650, 600);
     let templates = super::render::Templates::load(None).unwrap();
     let (_, text, _) = templates.render_parts(&mail, 8 * 3600).unwrap();
-    assert!(text.contains("指标值：0.650（") && text.contains("阈值 0.600"), "{text}");
+    assert!(text.contains("指标值：0.650（") && text.contains("阈值 0.600，加权评分）"), "{text}");
     mail.notices[0].score = false;
     let (_, text, _) = templates.render_parts(&mail, 8 * 3600).unwrap();
     assert!(text.contains("指标值：650（"), "{text}");

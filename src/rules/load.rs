@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Action, AggregateRule, GroupBy, Measure, Part, Rule, RuleSet, RuleState};
+use super::{Action, AggregateRule, GroupBy, Measure, Part, Rule, RuleSet, RuleState, milli_text};
 use crate::event::{Class, Kind};
 use crate::time::{DAY, Ts};
 
@@ -81,36 +81,44 @@ impl Ratio {
     }
 }
 
-/// A threshold as written: a whole number (counts), or a decimal with at most 3 decimals (composite
-/// scores), kept exactly in thousandths.
+/// A threshold as written: a whole number (counts), or a decimal with at most 3 places and 4 digits before
+/// the point (composite scores, which are at most the sum of the weights).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Threshold {
-    milli: u64,
+enum Threshold {
+    Whole(u64),
+    /// In thousandths.
+    Decimal(u64),
 }
 
 impl<'de> Deserialize<'de> for Threshold {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Num {
-            Int(u64),
-            Float(f64),
-        }
-        let bad = |text: &str| serde::de::Error::custom(format!("{text} is not a number with at most 3 decimals"));
-        match Num::deserialize(d)? {
-            Num::Int(i) => i.checked_mul(1000).map(|milli| Threshold { milli }).ok_or_else(|| bad(&i.to_string())),
-            Num::Float(f) => {
-                // `Display` of f64 prints the shortest decimal that reads back the same, never an exponent.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number, or for a composite rule a decimal with at most 3 places")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threshold, E> {
+                Ok(Threshold::Whole(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threshold, E> {
+                u64::try_from(v).map(Threshold::Whole).map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Threshold, E> {
+                // `Display` of f64 prints the shortest decimal that reads back the same, never an exponent;
+                // with at most 7 significant digits that is exactly the number written.
                 let text = f.to_string();
                 let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
                 let digits = int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit());
-                if frac.len() > 3 || int.is_empty() || !digits || int.len() > 15 {
-                    return Err(bad(&text));
+                if frac.len() > 3 || int.is_empty() || int.len() > 4 || !digits {
+                    return Err(E::custom(format!("{text} is not a decimal below 10000 with at most 3 places")));
                 }
-                let milli: u64 = format!("{int}{frac:0<3}").parse().map_err(|_| bad(&text))?;
-                Ok(Threshold { milli })
+                let milli =
+                    format!("{int}{frac:0<3}").parse().map_err(|_| E::custom(format!("{text}: not a number")))?;
+                Ok(Threshold::Decimal(milli))
             }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -128,18 +136,21 @@ impl RawThresholds {
     /// Whole numbers (`score = false`), or scores in thousandths.
     fn as_array(&self, score: bool, what: &str) -> Result<[Option<u64>; 4], String> {
         let mut out = [None; 4];
-        for ((slot, t), action) in
-            out.iter_mut().zip([self.remind, self.warn, self.interview, self.inspect]).zip(Action::ALL)
-        {
-            *slot = match t {
-                None => None,
-                Some(t) if score => Some(t.milli),
-                Some(t) if t.milli % 1000 == 0 => Some(t.milli / 1000),
-                Some(t) => {
+        let given = [self.remind, self.warn, self.interview, self.inspect];
+        for ((slot, t), action) in out.iter_mut().zip(given).zip(Action::ALL) {
+            *slot = match (t, score) {
+                (None, _) => None,
+                (Some(Threshold::Whole(n)), false) => Some(n),
+                (Some(Threshold::Decimal(milli)), true) => Some(milli),
+                (Some(Threshold::Whole(n)), true) if n < 10_000 => Some(n * 1000),
+                (Some(Threshold::Whole(n)), true) => {
+                    return Err(format!("`{what}.{action}` = {n}: a score is below 10000"));
+                }
+                (Some(Threshold::Decimal(milli)), false) => {
                     return Err(format!(
-                        "`{what}.{action}` = {}.{:03} must be a whole number (decimals are for composite scores)",
-                        t.milli / 1000,
-                        t.milli % 1000
+                        "`{what}.{action}` = {}: a count's threshold is a whole number (decimals are for \
+                         composite scores)",
+                        milli_text(milli as i64)
                     ));
                 }
             };
@@ -325,7 +336,7 @@ fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, St
         return Err(format!("`window_days` must be between 1 and {MAX_WINDOW_DAYS}"));
     }
     let thresholds = raw.thresholds.as_array(false, "thresholds")?;
-    check_thresholds(&thresholds, "thresholds")?;
+    check_thresholds(&thresholds, "thresholds", None)?;
     let window = raw.window_days * DAY;
     let canonical = serde_json::json!({
         "id": raw.id,
@@ -443,8 +454,12 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
             Some((ratio_num, ratio_den)) => Measure::Surge { kinds, window, ratio_num, ratio_den },
         }
     };
+    let max_score = match &measure {
+        Measure::Composite { parts, .. } => Some(parts.iter().map(|p| p.weight).sum::<u64>()),
+        _ => None,
+    };
     let base = raw.thresholds.as_array(composite, "thresholds")?;
-    check_thresholds(&base, "thresholds")?;
+    check_thresholds(&base, "thresholds", max_score)?;
     let factors = raw.class_factors.as_ref().or(file_factors).map(RawFactors::as_array);
     let mut thresholds = [[None; 4]; 5];
     for (slot, row) in thresholds.iter_mut().enumerate() {
@@ -464,7 +479,7 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
         };
         let what = format!("class_thresholds.{class}");
         let row = table.as_array(composite, &what)?;
-        check_thresholds(&row, &what)?;
+        check_thresholds(&row, &what, max_score)?;
         thresholds[slot] = row;
     }
     let version = version(&raw.id, &measure, &thresholds);
@@ -487,7 +502,10 @@ fn effective(base: u64, f: Ratio) -> u64 {
     u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
 }
 
-fn check_thresholds(row: &[Option<u64>; 4], what: &str) -> Result<(), String> {
+/// Checks a row of thresholds: whole counts, or (`max_score`) a composite rule's scores in thousandths, which
+/// must be reachable (at most the sum of the weights).
+fn check_thresholds(row: &[Option<u64>; 4], what: &str, max_score: Option<u64>) -> Result<(), String> {
+    let show = |t: u64| if max_score.is_some() { milli_text(t as i64) } else { t.to_string() };
     if row.iter().all(Option::is_none) {
         return Err(format!("`{what}` sets no action"));
     }
@@ -495,10 +513,23 @@ fn check_thresholds(row: &[Option<u64>; 4], what: &str) -> Result<(), String> {
     for (t, a) in row.iter().zip(Action::ALL) {
         if let Some(t) = *t {
             if t == 0 {
-                return Err(format!("`{what}.{a}` must be at least 1"));
+                return Err(format!("`{what}.{a}` must be at least {}", show(1)));
             }
             if t < last {
-                return Err(format!("`{what}.{a}` = {t} is below the threshold of a lower action ({last})"));
+                return Err(format!(
+                    "`{what}.{a}` = {} is below the threshold of a lower action ({})",
+                    show(t),
+                    show(last)
+                ));
+            }
+            if let Some(max) = max_score
+                && t > max
+            {
+                return Err(format!(
+                    "`{what}.{a}` = {} can never be reached: the weights add up to {}",
+                    show(t),
+                    show(max)
+                ));
             }
             last = t;
         }
@@ -680,7 +711,7 @@ thresholds = { remind = 0.4, warn = 0.65 }
 kind = ["complaint", "negative_sentiment"]
 window_days = 90
 cap = 4
-weight = 0.4
+weight = 0.6
 
 [[rule.parts]]
 type = "surge"
@@ -696,7 +727,7 @@ weight = 0.125
         let rules = load_str("x.toml", COMPOSITE).unwrap();
         let Measure::Composite { kinds, parts } = &rules[0].measure else { panic!("{:?}", rules[0].measure) };
         assert_eq!(kinds, &[Kind::Complaint, Kind::NegativeSentiment, Kind::Penalty]);
-        assert_eq!((parts[0].cap, parts[0].weight, parts[0].surge), (4, 400, None));
+        assert_eq!((parts[0].cap, parts[0].weight, parts[0].surge), (4, 600, None));
         assert_eq!((parts[1].window, parts[1].weight, parts[1].surge), (30 * DAY, 125, Some((15, 10))));
         // Scores in thousandths, scaled per class like counts: max(1, ceil(base * f)).
         assert_eq!(rules[0].thresholds[4], [Some(400), Some(650), None, None]);
@@ -712,20 +743,34 @@ weight = 0.125
             let err = load_str("x.toml", &bad).unwrap_err().to_string();
             assert!(err.starts_with("x.toml:9: rule `weighted`") && err.contains(says), "{from} -> {to}: {err}");
         };
-        refused("weight = 0.4", "weight = 0.4001", "`parts[0]`: `weight` has at most 3 decimals");
+        refused("weight = 0.6", "weight = 0.6001", "`parts[0]`: `weight` has at most 3 decimals");
         refused("cap = 4", "cap = 0", "`parts[0]`: `cap` must be between 1 and 1000");
         refused("cap = 2", "cap = 1001", "`parts[1]`: `cap` must be between 1 and 1000");
         refused("min_ratio = 1.5\n", "", "`parts[1]`: a surge needs `min_ratio`");
         refused("type = \"composite\"", "type = \"composite\"\nkind = \"penalty\"", "in its `parts`");
         refused("window_days = 90", "window_days = 0", "`window_days` must be between 1");
         let err = load_str("x.toml", &COMPOSITE.replace("remind = 0.4", "remind = 0.4005")).unwrap_err().to_string();
-        assert_eq!(err, "x.toml:14: 0.4005 is not a number with at most 3 decimals");
+        assert_eq!(err, "x.toml:14: 0.4005 is not a decimal below 10000 with at most 3 places");
+        refused(
+            "warn = 0.65",
+            "warn = 0.35",
+            "`thresholds.warn` = 0.350 is below the threshold of a lower action (0.400)",
+        );
+        // The weights add up to 0.725: a higher threshold could never be reached.
+        refused(
+            "warn = 0.65",
+            "warn = 0.8",
+            "`thresholds.warn` = 0.800 can never be reached: the weights add up to 0.725",
+        );
         let six = (0..7).map(|_| "\n[[rule.parts]]\nkind = \"penalty\"\nwindow_days = 1\ncap = 1\nweight = 1\n");
         let err = load_str("x.toml", &format!("{COMPOSITE}{}", six.collect::<String>())).unwrap_err();
         assert!(err.to_string().contains("from 1 to 6 `parts`"), "{err}");
         // Decimals are for scores only; parts are for composite rules only.
-        let err = load_str("x.toml", &RULE.replace("warn = 3", "warn = 3.5")).unwrap_err();
-        assert!(err.to_string().contains("`thresholds.warn` = 3.500 must be a whole number"), "{err}");
+        let err = load_str("x.toml", &RULE.replace("warn = 3", "warn = 3.0")).unwrap_err();
+        assert!(err.to_string().contains("`thresholds.warn` = 3.000: a count's threshold is a whole number"), "{err}");
+        // Whole thresholds are taken as they are, however large.
+        let big = load_str("x.toml", &RULE.replace("inspect = 8", "inspect = 9223372036854775807")).unwrap();
+        assert_eq!(big[0].thresholds[4][3], Some(9_223_372_036_854_775_807));
         let err = load_str(
             "x.toml",
             &format!("{RULE}\n[[rule.parts]]\nkind = \"penalty\"\nwindow_days = 1\ncap = 1\nweight = 1\n"),

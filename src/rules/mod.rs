@@ -142,6 +142,12 @@ impl Measure {
     }
 }
 
+/// Thousandths as a decimal: `650` is `0.650` (composite scores, weights).
+pub fn milli_text(v: i64) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    format!("{sign}{}.{:03}", v.unsigned_abs() / 1000, v.unsigned_abs() % 1000)
+}
+
 /// Index of a class in threshold tables: A, B, C, D, then unclassified.
 pub fn class_slot(class: Option<Class>) -> usize {
     class.map_or(4, |c| c as usize)
