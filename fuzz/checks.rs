@@ -5,8 +5,9 @@
 //!
 //! Beyond "never panics, never overflows, never allocates without bound" (libFuzzer's own checks), each one
 //! asserts a property a user relies on: a rejection names its reason, a state restored from a snapshot goes
-//! on exactly like the state never saved, a corrupted checkpoint is refused or decodes to a state that saves
-//! back to itself, an admin request always gets an answer.
+//! on exactly like the state never saved, an event refused over a limit changes nothing, a corrupted
+//! checkpoint is refused or decodes to a state that saves, reads back and goes on, an admin request always
+//! gets an answer.
 
 #![allow(dead_code)] // each target uses one check
 
@@ -197,7 +198,7 @@ pub fn admin_request(data: &[u8]) {
     assert!(notifier.silences().len() <= credit_sentinel::notify::dispatch::MAX_SILENCES);
 }
 
-/// A temporary folder removed at exit (no dev-dependency in the fuzz crate).
+/// A temporary folder, removed when dropped (no dev-dependency in the fuzz crate).
 mod tempdir {
     use super::PathBuf;
 
