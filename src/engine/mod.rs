@@ -178,11 +178,6 @@ impl Engine {
         self.limits = limits;
     }
 
-    /// The bounds in force.
-    pub fn limits(&self) -> EngineLimits {
-        self.limits
-    }
-
     /// Event ids remembered.
     pub fn seen_ids(&self) -> usize {
         self.dedup.len()
@@ -582,7 +577,7 @@ fn alert(
         }
     }
     // Each count's events over its reach (a kind in several parts: over the longest).
-    let counts = measure.components().map(|(kinds, w, surge)| (kinds, at - if surge.is_some() { 2 * w } else { w }));
+    let counts = measure.components().map(|c| (c.0, at - crate::rules::component_reach(&c)));
     let (evidence, evidence_omitted) = runs.evidence(counts, at, MAX_EVIDENCE_BYTES);
     Alert {
         entity,

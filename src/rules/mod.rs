@@ -110,6 +110,11 @@ pub struct Part {
 /// One windowed count a measure is made of: `(kinds, window, surge guard)`.
 pub type Component<'a> = (&'a [Kind], Ts, Option<(u64, u64)>);
 
+/// How far back an event still matters to a windowed count: `W`, or `2W` for a surge.
+pub fn component_reach(&(_, window, surge): &Component<'_>) -> Ts {
+    if surge.is_some() { 2 * window } else { window }
+}
+
 impl Measure {
     /// The kinds of events the rule counts.
     pub fn kinds(&self) -> &[Kind] {
@@ -126,7 +131,7 @@ impl Measure {
     /// How far back an event still matters to this rule: `W` for counts, `2W` for surges (a composite rule's
     /// longest).
     pub fn reach(&self) -> Ts {
-        self.components().map(|(_, window, surge)| if surge.is_some() { 2 * window } else { window }).max().unwrap_or(0)
+        self.components().map(|c| component_reach(&c)).max().unwrap_or(0)
     }
 
     /// The windowed counts the measure is made of: one, or a composite rule's parts.
@@ -328,7 +333,7 @@ impl RuleSet {
         self.active()
             .flat_map(|r| r.measure.components())
             .filter(|(kinds, _, _)| kinds.contains(&kind))
-            .map(|(_, window, surge)| if surge.is_some() { 2 * window } else { window })
+            .map(|c| component_reach(&c))
             .max()
     }
 }
