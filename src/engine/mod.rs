@@ -16,6 +16,7 @@
 
 mod dedup;
 mod profiles;
+mod scope;
 mod snapshot;
 mod state;
 mod timers;
@@ -33,6 +34,7 @@ use crate::time::Ts;
 pub use dedup::Dedup;
 use profiles::Profiles;
 pub use profiles::{MAX_SYMBOLS as MAX_PROFILE_VALUES, Profile};
+use scope::{ProfileAt, Scopes};
 pub use snapshot::SnapshotError;
 use state::{Entity, Plan, Rec, Runs};
 use timers::TimerQueue;
@@ -117,7 +119,7 @@ enum Slot {
     Entity(u32),
     /// In a new entity's.
     New,
-    /// Not in window state: a profile, or a kind no active rule counts.
+    /// Not in window state: a profile while no active rule has a scope, or a kind no active rule counts.
     Elsewhere,
 }
 
@@ -146,6 +148,8 @@ pub struct Engine {
     falls: Option<Vec<Fall>>,
     /// The latest master data of each entity.
     profiles: Profiles,
+    /// Profile histories, while some active rule has a scope.
+    scopes: Scopes,
     limits: EngineLimits,
 }
 
@@ -156,8 +160,11 @@ impl Engine {
         if n > MAX_ACTIVE_RULES {
             return Err(EngineError::TooManyRules(n));
         }
+        let mut scopes = Scopes::default();
+        scopes.set_rules(&rules, &Profiles::default());
         Ok(Engine {
             plan: Plan::new(&rules),
+            scopes,
             rules,
             index: HashMap::new(),
             entities: Vec::new(),
@@ -256,6 +263,7 @@ impl Engine {
             Err(Limit::EntityEvents) => {
                 if let (Some(now), Some(&idx)) = (self.now, self.index.get(&event.entity)) {
                     self.entities[idx as usize].prune(&self.plan, now);
+                    self.scopes.prune(idx, now);
                 }
                 self.admit(event)
             }
@@ -265,23 +273,19 @@ impl Engine {
 
     /// Where `event` would be stored, or the limit storing it would go over (see [`EngineLimits`]).
     fn admit(&self, event: &Event) -> Result<Slot, Limit> {
-        if event.kind == Kind::Profile {
-            let full = self.profiles.len() >= self.limits.entities;
-            return if full && !self.profiles.contains(&event.entity) {
-                Err(Limit::Entities)
-            } else {
-                Ok(Slot::Elsewhere)
-            };
+        let profile = event.kind == Kind::Profile;
+        if profile && self.profiles.len() >= self.limits.entities && !self.profiles.contains(&event.entity) {
+            return Err(Limit::Entities);
         }
-        if !self.plan.keeps(event.kind) {
+        // A profile joins the entity's state only for scoped rules (its profile history).
+        if (profile && !self.scopes.active()) || (!profile && !self.plan.keeps(event.kind)) {
             return Ok(Slot::Elsewhere);
         }
+        let held = |idx: u32| if profile { self.scopes.len_of(idx) } else { self.entities[idx as usize].len() };
         match self.index.get(&event.entity) {
             None if self.entities.len() >= self.limits.entities => Err(Limit::Entities),
             None => Ok(Slot::New),
-            Some(&idx) if self.entities[idx as usize].len() >= self.limits.events_per_entity => {
-                Err(Limit::EntityEvents)
-            }
+            Some(&idx) if held(idx) >= self.limits.events_per_entity => Err(Limit::EntityEvents),
             Some(&idx) => Ok(Slot::Entity(idx)),
         }
     }
@@ -349,25 +353,39 @@ impl Engine {
         let idx = match slot {
             Slot::Elsewhere => {
                 if event.kind == Kind::Profile {
-                    self.profiles.offer(&event);
+                    self.profiles.offer(&event, false);
                 }
                 return Offer::Accepted { late };
             }
             Slot::Entity(idx) => idx,
-            Slot::New => {
-                let idx = self.entities.len() as u32;
-                self.index.insert(event.entity, idx);
-                self.entities.push(Entity::new(event.entity));
-                idx
-            }
+            Slot::New => self.new_entity(event.entity),
         };
+        if event.kind == Kind::Profile {
+            let fields = self.profiles.offer(&event, true);
+            let matches = Scopes::matches(&self.rules, &self.profiles, fields);
+            self.scopes.insert(idx, ProfileAt { at: event.at, fields, matches });
+        } else {
+            self.entities[idx as usize].insert(Rec::new(&event));
+        }
+        self.touch(idx);
+        Offer::Accepted { late }
+    }
+
+    /// Adds an entity with no state; its index.
+    fn new_entity(&mut self, key: EntityKey) -> u32 {
+        let idx = self.entities.len() as u32;
+        self.index.insert(key, idx);
+        self.entities.push(Entity::new(key));
+        idx
+    }
+
+    /// Puts entity `idx` in the batch of `now`.
+    fn touch(&mut self, idx: u32) {
         let entity = &mut self.entities[idx as usize];
-        entity.insert(Rec::new(&event));
         if !entity.touched {
             entity.touched = true;
             self.touched.push(idx);
         }
-        Offer::Accepted { late }
     }
 
     /// Evaluates the batch of `now`: entities touched since the last flush and those whose timer is due.
@@ -438,6 +456,8 @@ impl Engine {
     }
 
     fn evaluate(&mut self, idx: u32, at: Ts, sink: &mut impl FnMut(Alert)) {
+        // The scoped rules whose scope the profile in force matches (the class is checked per rule below).
+        let in_scope = if self.scopes.active() { self.scopes.in_force(idx, at) } else { 0 };
         let rules = &*self.rules;
         let plan = &self.plan;
         let entity = &mut self.entities[idx as usize];
@@ -447,9 +467,14 @@ impl Engine {
         let class = runs.class_at(at);
         for (slot, &rule_idx) in rules.active.iter().enumerate() {
             let rule = &rules.all[rule_idx];
-            let value = plan.value(&runs, &rule.measure, at);
-            let now = rule.level(class, value);
             let before = state::level(levels, slot);
+            // Out of scope, a rule's level is none: a level it had falls silently.
+            let applies = rule.scope.as_ref().is_none_or(|s| in_scope >> slot & 1 == 1 && s.matches_class(class));
+            if !applies && before == 0 {
+                continue;
+            }
+            let value = plan.value(&runs, &rule.measure, at);
+            let now = if applies { rule.level(class, value) } else { 0 };
             if now > before
                 && let Some(action) = Action::from_level(now)
             {
@@ -463,7 +488,7 @@ impl Engine {
         }
         entity.levels = levels;
         entity.prune(plan, at);
-        let due = entity.runs().next_change(plan, at, levels);
+        let due = entity.runs().next_change(plan, at, levels).min(self.scopes.next_change(idx, at));
         if due != entity.due {
             entity.due = due;
             if due != Ts::MAX {
@@ -485,8 +510,32 @@ impl Engine {
         let old: Vec<(String, String)> = self.rules.active().map(|r| (r.id.clone(), r.version.clone())).collect();
         self.plan = Plan::new(&rules);
         self.rules = rules;
+        let kept = self.scopes.active();
+        self.scopes.set_rules(&self.rules, &self.profiles);
+        if self.scopes.active() && !kept {
+            self.seed_scopes();
+        }
         self.adopt_levels(&old);
         Ok(())
+    }
+
+    /// Starts the profile histories of scoped rules from the latest profiles, when rules gain a scope at a
+    /// reload (or a snapshot holds none): each entity's latest profile stands from its `occurred_at` on, and
+    /// the entity joins the batch of `now`. Profiles before the latest were not kept, so until the latest takes
+    /// effect (when it is in the future) the entity has no profile in force: in no scope.
+    fn seed_scopes(&mut self) {
+        let mut latest: Vec<(EntityKey, Ts, [u32; 4])> =
+            self.profiles.map.iter().map(|(key, p)| (*key, p.at, p.fields)).collect();
+        latest.sort_unstable_by_key(|(key, _, _)| *key);
+        for (key, at, fields) in latest {
+            let idx = match self.index.get(&key) {
+                Some(&idx) => idx,
+                None => self.new_entity(key),
+            };
+            let matches = Scopes::matches(&self.rules, &self.profiles, fields);
+            self.scopes.insert(idx, ProfileAt { at, fields, matches });
+            self.touch(idx);
+        }
     }
 
     /// Maps levels stored under the active rules `old` (id, version) onto the current rules; if anything
@@ -540,6 +589,7 @@ impl Engine {
             + self.timers.bytes()
             + self.dedup.bytes()
             + self.profiles.bytes()
+            + self.scopes.bytes()
     }
 }
 

@@ -50,14 +50,33 @@ pub(super) struct Profiles {
 }
 
 impl Profiles {
-    /// Keeps `event`'s profile if it is the entity's latest by `occurred_at`.
-    pub fn offer(&mut self, event: &Event) {
-        let Some(data) = &event.profile else { return };
-        if self.map.get(&event.entity).is_some_and(|s| s.at > event.at) {
-            return;
+    /// Keeps `event`'s profile if it is the entity's latest by `occurred_at`; returns its field symbols
+    /// ([`Profiles::intern`], done only when kept unless `always`).
+    pub fn offer(&mut self, event: &Event, always: bool) -> [u32; 4] {
+        let Some(data) = &event.profile else { return [0; 4] };
+        let latest = self.map.get(&event.entity).is_none_or(|s| s.at <= event.at);
+        if !latest && !always {
+            return [0; 4];
         }
-        let fields = [&data.region, &data.industry, &data.domain, &data.authority].map(|f| self.symbol(f.as_deref()));
-        self.map.insert(event.entity, Stored { at: event.at, name: data.name.clone(), fields });
+        let fields = self.intern(event);
+        if latest {
+            self.map.insert(event.entity, Stored { at: event.at, name: data.name.clone(), fields });
+        }
+        fields
+    }
+
+    /// The symbols of `event`'s region, industry, domain and authority, added if new and there is room.
+    fn intern(&mut self, event: &Event) -> [u32; 4] {
+        let Some(data) = &event.profile else { return [0; 4] };
+        [&data.region, &data.industry, &data.domain, &data.authority].map(|f| self.symbol(f.as_deref()))
+    }
+
+    /// The values of field symbols (0: absent), borrowed.
+    pub fn resolve(&self, fields: [u32; 4]) -> [Option<&str>; 4] {
+        fields.map(|id| match id {
+            0 => None,
+            id => self.symbols.get(id as usize - 1).map(|s| &**s),
+        })
     }
 
     /// The symbol of `value`, added if new and there is room; 0 for none.
@@ -102,11 +121,7 @@ impl Profiles {
 
     /// An entity's region, industry, domain and authority, borrowed (no allocation).
     pub fn fields(&self, entity: &EntityKey) -> [Option<&str>; 4] {
-        let Some(s) = self.map.get(entity) else { return [None; 4] };
-        s.fields.map(|id| match id {
-            0 => None,
-            id => self.symbols.get(id as usize - 1).map(|s| &**s),
-        })
+        self.map.get(entity).map_or([None; 4], |s| self.resolve(s.fields))
     }
 
     pub fn len(&self) -> usize {

@@ -1,6 +1,9 @@
 //! The engine's state as bytes, for checkpoints: the clock, the active rules' ids (levels are stored per
 //! rule), the dedup memory (secret and hashes), per entity its key, levels, timer, pending-batch flag and
-//! stored events, then the profiles (the symbol table, and per entity its key, time, name and symbols).
+//! stored events, then the profiles (the symbol table, and per entity its key, time, name and symbols), then
+//! (version 3) whether profile histories were kept for scoped rules and, if so, per entity its index and its
+//! profiles (time and symbols). A version-2 snapshot has no histories: scoped rules start them from the
+//! latest profiles, as at a reload that adds a scope.
 //!
 //! The reader trusts nothing: every length is checked against the bytes left, every key, kind and class is
 //! validated, and events are re-inserted through the normal path, so a damaged snapshot is refused with a
@@ -20,7 +23,9 @@ use crate::event::{Class, Kind};
 use crate::rules::RuleSet;
 use crate::time::Ts;
 
-const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x02";
+const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x03";
+/// The snapshot before profile histories; still read.
+const MAGIC_V2: &[u8; 8] = b"CSENG\x00\x00\x02";
 
 /// Why a snapshot cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,22 @@ impl Engine {
                 w.write_all(&f.to_le_bytes())?;
             }
         }
+        w.write_all(&[u8::from(self.scopes.active())])?;
+        if self.scopes.active() {
+            let mut histories: Vec<(&u32, &Vec<super::scope::ProfileAt>)> = self.scopes.by_entity.iter().collect();
+            histories.sort_unstable_by_key(|(idx, _)| **idx);
+            w.write_all(&(histories.len() as u64).to_le_bytes())?;
+            for (idx, history) in histories {
+                w.write_all(&idx.to_le_bytes())?;
+                w.write_all(&(history.len() as u64).to_le_bytes())?;
+                for p in history {
+                    w.write_all(&p.at.to_le_bytes())?;
+                    for f in p.fields {
+                        w.write_all(&f.to_le_bytes())?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -84,9 +105,11 @@ impl Engine {
     /// is re-evaluated at the next flush (see [`Engine::set_rules`]).
     pub fn read_snapshot(rules: Arc<RuleSet>, bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let mut r = Reader(bytes);
-        if r.take(MAGIC.len())? != MAGIC {
-            return Err(SnapshotError::Corrupt("not an engine snapshot"));
-        }
+        let v2 = match r.take(MAGIC.len())? {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V2 => true,
+            _ => return Err(SnapshotError::Corrupt("not an engine snapshot")),
+        };
         let now = r.i64()?;
         if now != Ts::MIN && !time_ok(now) {
             return Err(corrupt("clock out of range"));
@@ -198,6 +221,44 @@ impl Engine {
             if engine.profiles.map.insert(key, stored).is_some() {
                 return Err(corrupt("profile repeated"));
             }
+        }
+        let kept = !v2 && r.take(1)?[0] != 0;
+        if kept {
+            let n = r.count(20)?;
+            let mut last = None;
+            for _ in 0..n {
+                let idx = r.u32()?;
+                if idx as usize >= engine.entities.len() || last.is_some_and(|l| l >= idx) {
+                    return Err(corrupt("profile history entity"));
+                }
+                last = Some(idx);
+                let len = r.count(24)?;
+                if len == 0 {
+                    return Err(corrupt("empty profile history"));
+                }
+                let mut prev = Ts::MIN;
+                for _ in 0..len {
+                    let at = r.i64()?;
+                    let mut fields = [0u32; 4];
+                    for f in &mut fields {
+                        *f = r.u32()?;
+                        if *f as usize > n_symbols {
+                            return Err(corrupt("profile symbol"));
+                        }
+                    }
+                    if !time_ok(at) || at < prev {
+                        return Err(corrupt("profile history time"));
+                    }
+                    prev = at;
+                    // Under rules without scopes the histories are not needed: read (checked) and dropped.
+                    if engine.scopes.active() {
+                        let matches = super::Scopes::matches(&engine.rules, &engine.profiles, fields);
+                        engine.scopes.insert(idx, super::ProfileAt { at, fields, matches });
+                    }
+                }
+            }
+        } else if engine.scopes.active() {
+            engine.seed_scopes();
         }
         if !r.0.is_empty() {
             return Err(corrupt("trailing bytes"));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Action, AggregateRule, GroupBy, Measure, Part, Rule, RuleSet, RuleState, milli_text};
+use super::{Action, AggregateRule, DOMAINS, GroupBy, Measure, Part, Rule, RuleSet, RuleState, Scope, milli_text};
 use crate::event::{Class, Kind};
 use crate::time::{DAY, Ts};
 
@@ -211,6 +211,17 @@ struct RawPart {
     weight: Ratio,
 }
 
+/// A rule's `scope` table as written: each key one value or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    domain: Option<OneOrMany>,
+    region: Option<OneOrMany>,
+    industry: Option<OneOrMany>,
+    authority: Option<OneOrMany>,
+    class: Option<OneOrMany>,
+}
+
 /// A `[[rule]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,8 +231,9 @@ struct RawRule {
     name_en: String,
     #[serde(default)]
     description: String,
-    #[serde(default = "default_state")]
-    state: RuleState,
+    /// `None`: the file's `state`, else enabled.
+    state: Option<RuleState>,
+    scope: Option<RawScope>,
     #[serde(rename = "type")]
     kind_of_rule: RuleType,
     kind: Option<OneOrMany>,
@@ -244,8 +256,8 @@ struct RawAggregate {
     name_en: String,
     #[serde(default)]
     description: String,
-    #[serde(default = "default_state")]
-    state: RuleState,
+    /// `None`: the file's `state`, else enabled.
+    state: Option<RuleState>,
     group_by: GroupBy,
     prefix: Option<i64>,
     min_action: Action,
@@ -253,14 +265,13 @@ struct RawAggregate {
     thresholds: RawThresholds,
 }
 
-fn default_state() -> RuleState {
-    RuleState::Enabled
-}
-
 /// A rule file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    /// Default state of the rules and aggregates of this file (a rule's own `state` wins); enabled if unset.
+    /// A shipped domain set is `disabled` here: one line turns the whole set on.
+    state: Option<RuleState>,
     /// Default class factors for the rules of this file.
     class_factors: Option<RawFactors>,
     #[serde(default)]
@@ -291,8 +302,7 @@ pub fn load_file_str(path: &str, text: &str) -> Result<(Vec<Rule>, Vec<Aggregate
     let mut rules = Vec::with_capacity(raw.rule.len());
     for spanned in &raw.rule {
         let line = line_of(text, spanned.span().start);
-        let rule =
-            build(spanned.get_ref(), raw.class_factors.as_ref(), &format!("{path}:{line}")).map_err(|message| {
+        let rule = build(spanned.get_ref(), &raw, &format!("{path}:{line}")).map_err(|message| {
                 RuleError::Invalid {
                     path: path.to_owned(),
                     line,
@@ -305,7 +315,7 @@ pub fn load_file_str(path: &str, text: &str) -> Result<(Vec<Rule>, Vec<Aggregate
     for spanned in &raw.aggregate {
         let line = line_of(text, spanned.span().start);
         let aggregate =
-            build_aggregate(spanned.get_ref(), &format!("{path}:{line}")).map_err(|message| RuleError::Invalid {
+            build_aggregate(spanned.get_ref(), raw.state, &format!("{path}:{line}")).map_err(|message| RuleError::Invalid {
                 path: path.to_owned(),
                 line,
                 message: format!("aggregate `{}`: {message}", spanned.get_ref().id),
@@ -322,7 +332,7 @@ fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, String> {
+fn build_aggregate(raw: &RawAggregate, file_state: Option<RuleState>, origin: &str) -> Result<AggregateRule, String> {
     check_id(&raw.id)?;
     let prefix = match (raw.group_by, raw.prefix) {
         (GroupBy::Domain, Some(_)) => {
@@ -352,7 +362,7 @@ fn build_aggregate(raw: &RawAggregate, origin: &str) -> Result<AggregateRule, St
         name_zh: raw.name_zh.clone(),
         name_en: raw.name_en.clone(),
         description: raw.description.clone(),
-        state: raw.state,
+        state: raw.state.or(file_state).unwrap_or(RuleState::Enabled),
         group_by: raw.group_by,
         prefix,
         min_action: raw.min_action,
@@ -425,8 +435,66 @@ fn build_part(raw: &RawPart, n: usize) -> Result<Part, String> {
     Ok(Part { kinds, window, surge, cap: raw.cap, weight })
 }
 
-fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Result<Rule, String> {
+/// Longest value of a scope key, in characters (profile fields are cut at 200 characters).
+const MAX_SCOPE_VALUE: usize = 200;
+
+/// A scope's listed values, checked: at least one, none empty or too long, no repeats.
+fn scope_values(key: &str, values: &Option<OneOrMany>) -> Result<Vec<String>, String> {
+    let Some(values) = values else { return Ok(Vec::new()) };
+    let values = match values {
+        OneOrMany::One(v) => vec![v.clone()],
+        OneOrMany::Many(vs) => vs.clone(),
+    };
+    if values.is_empty() {
+        return Err(format!("`scope.{key}` lists no value (leave the key out to match any)"));
+    }
+    for (i, v) in values.iter().enumerate() {
+        if v.is_empty() || v.trim() != v || v.chars().count() > MAX_SCOPE_VALUE {
+            return Err(format!(
+                "`scope.{key}` value {v:?} must be 1 to {MAX_SCOPE_VALUE} characters without surrounding space"
+            ));
+        }
+        if values[..i].contains(v) {
+            return Err(format!("`scope.{key}` lists {v:?} twice"));
+        }
+    }
+    Ok(values)
+}
+
+fn build_scope(raw: &RawScope) -> Result<Scope, String> {
+    let domains = scope_values("domain", &raw.domain)?;
+    if let Some(d) = domains.iter().find(|d| !DOMAINS.contains(&d.as_str())) {
+        return Err(format!("`scope.domain` {d:?} is not one of {}", DOMAINS.join(", ")));
+    }
+    let regions = scope_values("region", &raw.region)?;
+    if let Some(r) = regions.iter().find(|r| r.len() > 6 || !r.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("`scope.region` {r:?} is not a prefix of a 6-digit division code (1 to 6 digits)"));
+    }
+    let industries = scope_values("industry", &raw.industry)?;
+    let authorities = scope_values("authority", &raw.authority)?;
+    let class_names = scope_values("class", &raw.class)?;
+    let mut classes = [class_names.is_empty(); 5];
+    for name in &class_names {
+        let slot = match name.as_str() {
+            "A" => Class::A as usize,
+            "B" => Class::B as usize,
+            "C" => Class::C as usize,
+            "D" => Class::D as usize,
+            "unclassified" => 4,
+            other => return Err(format!("`scope.class` {other:?} is not A, B, C, D or unclassified")),
+        };
+        classes[slot] = true;
+    }
+    let keys = [&domains, &regions, &industries, &authorities, &class_names];
+    if keys.iter().all(|k| k.is_empty()) {
+        return Err("`scope` sets no key (domain, region, industry, authority or class)".into());
+    }
+    Ok(Scope { domains, regions, industries, authorities, classes })
+}
+
+fn build(raw: &RawRule, file: &RawFile, origin: &str) -> Result<Rule, String> {
     check_id(&raw.id)?;
+    let scope = raw.scope.as_ref().map(build_scope).transpose()?;
     let composite = raw.kind_of_rule == RuleType::Composite;
     let measure = if composite {
         if raw.kind.is_some() || raw.window_days.is_some() || raw.min_ratio.is_some() {
@@ -460,7 +528,7 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
     };
     let base = raw.thresholds.as_array(composite, "thresholds")?;
     check_thresholds(&base, "thresholds", max_score)?;
-    let factors = raw.class_factors.as_ref().or(file_factors).map(RawFactors::as_array);
+    let factors = raw.class_factors.as_ref().or(file.class_factors.as_ref()).map(RawFactors::as_array);
     let mut thresholds = [[None; 4]; 5];
     for (slot, row) in thresholds.iter_mut().enumerate() {
         let f = factors.map_or(Ratio { num: 1, den: 1 }, |f| f[slot]);
@@ -482,14 +550,15 @@ fn build(raw: &RawRule, file_factors: Option<&RawFactors>, origin: &str) -> Resu
         check_thresholds(&row, &what, max_score)?;
         thresholds[slot] = row;
     }
-    let version = version(&raw.id, &measure, &thresholds);
+    let version = version(&raw.id, &measure, scope.as_ref(), &thresholds);
     Ok(Rule {
         id: raw.id.clone(),
         name_zh: raw.name_zh.clone(),
         name_en: raw.name_en.clone(),
         description: raw.description.clone(),
-        state: raw.state,
+        state: raw.state.or(file.state).unwrap_or(RuleState::Enabled),
         measure,
+        scope,
         thresholds,
         version,
         origin: origin.to_owned(),
@@ -537,8 +606,12 @@ fn check_thresholds(row: &[Option<u64>; 4], what: &str, max_score: Option<u64>) 
     Ok(())
 }
 
-fn version(id: &str, measure: &Measure, thresholds: &[[Option<u64>; 4]; 5]) -> String {
-    let canonical = serde_json::json!({ "id": id, "measure": measure, "thresholds": thresholds });
+fn version(id: &str, measure: &Measure, scope: Option<&Scope>, thresholds: &[[Option<u64>; 4]; 5]) -> String {
+    let mut canonical = serde_json::json!({ "id": id, "measure": measure, "thresholds": thresholds });
+    // Only a scoped rule hashes its scope: an unscoped rule keeps the version it had before scopes existed.
+    if let Some(scope) = scope {
+        canonical["scope"] = serde_json::json!(scope);
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     hex::encode(&digest[..6])
 }

@@ -158,6 +158,45 @@ pub fn class_slot(class: Option<Class>) -> usize {
     class.map_or(4, |c| c as usize)
 }
 
+/// The SPEC values of a profile's `domain`.
+pub const DOMAINS: [&str; 4] = ["food", "drug", "special_equipment", "general"];
+
+/// Which entities a rule applies to (`scope = { ... }`), from the profile and class in force at each instant.
+/// Every key given must match: `domain` and `authority` exactly, `region` and `industry` by prefix, each
+/// against any of its listed values; a key left out matches anything. An entity with no profile is in no
+/// scope, whatever the keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Scope {
+    /// Domains in scope (empty: any).
+    pub domains: Vec<String>,
+    /// Region code prefixes in scope (empty: any).
+    pub regions: Vec<String>,
+    /// Industry code prefixes in scope (empty: any).
+    pub industries: Vec<String>,
+    /// Authorities in scope (empty: any).
+    pub authorities: Vec<String>,
+    /// Per class slot (A, B, C, D, unclassified: [`class_slot`]), whether it is in scope.
+    pub classes: [bool; 5],
+}
+
+impl Scope {
+    /// Whether a profile's region, industry, domain and authority match (the class aside).
+    pub fn matches_profile(&self, [region, industry, domain, authority]: [Option<&str>; 4]) -> bool {
+        let exact = |listed: &[String], v: Option<&str>| listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| l == v));
+        let prefix =
+            |listed: &[String], v: Option<&str>| listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| v.starts_with(l.as_str())));
+        exact(&self.domains, domain)
+            && prefix(&self.regions, region)
+            && prefix(&self.industries, industry)
+            && exact(&self.authorities, authority)
+    }
+
+    /// Whether the class in force is in scope.
+    pub fn matches_class(&self, class: Option<Class>) -> bool {
+        self.classes[class_slot(class)]
+    }
+}
+
 /// One loaded rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -168,9 +207,11 @@ pub struct Rule {
     pub description: String,
     pub state: RuleState,
     pub measure: Measure,
+    /// The entities it applies to (`None`: every entity, with a profile or not).
+    pub scope: Option<Scope>,
     /// Effective thresholds: `[class_slot][action - 1]`, `None` where the action is not used.
     pub thresholds: [[Option<u64>; 4]; 5],
-    /// Content hash of what decides the rule's alerts (measure and effective thresholds).
+    /// Content hash of what decides the rule's alerts (measure, scope and effective thresholds).
     pub version: String,
     /// The file and line that defined it.
     pub origin: String,
@@ -326,6 +367,11 @@ impl RuleSet {
     /// The active rules, in evaluation order.
     pub fn active(&self) -> impl Iterator<Item = &Rule> {
         self.active.iter().map(|&i| &self.all[i])
+    }
+
+    /// Whether any active rule has a scope (the engine then keeps each entity's profile history).
+    pub fn scoped(&self) -> bool {
+        self.active().any(|r| r.scope.is_some())
     }
 
     /// The longest reach of any active rule that counts `kind`, or `None` if none does.
