@@ -77,6 +77,10 @@ enum Command {
         /// Print every differing alert, not only the counts.
         #[arg(long)]
         verbose: bool,
+        /// Turn on, in the new set, the disabled rules defined under this file or folder (e.g. a shipped domain
+        /// set such as `alert-rules/food`): the effect of enabling it. May be repeated.
+        #[arg(long, value_name = "PATH")]
+        enable: Vec<PathBuf>,
         #[arg(required = true)]
         files: Vec<String>,
     },
@@ -133,9 +137,8 @@ pub fn main() -> ExitCode {
         }
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
-        Command::DiffRules { old, new, until, verbose, files } => {
-            parse_until(until.as_deref()).and_then(|until| crate::diff::run(&old, &new, until, verbose, &files))
-        }
+        Command::DiffRules { old, new, until, verbose, enable, files } => parse_until(until.as_deref())
+            .and_then(|until| crate::diff::run(&old, &new, &enable, until, verbose, &files)),
         Command::Gen(opts) => crate::generate::run(&opts),
         Command::Run { config, bootstrap } => crate::daemon::service::run(&config, bootstrap),
         Command::CheckConfig { config } => crate::daemon::service::check_config(&config),

@@ -3,19 +3,30 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cli::{load_rules, open_inputs, print_all};
 use crate::engine::Engine;
 use crate::replay::{Input, Signal, replay_all};
-use crate::rules::Action;
+use crate::rules::{Action, load_dir};
 use crate::time::{Ts, format_rfc3339};
 
 type Key = (Ts, String, String); // (at, entity, rule)
 
 /// The alerts of the old and the new rule set over the same history, read once.
-fn alerts(old: &Path, new: &Path, inputs: Vec<Input>, until: Option<Ts>) -> anyhow::Result<[BTreeMap<Key, Action>; 2]> {
-    let mut engines = [Engine::new(load_rules(old)?)?, Engine::new(load_rules(new)?)?];
+fn alerts(
+    old: &Path,
+    new: &Path,
+    enable: &[PathBuf],
+    inputs: Vec<Input>,
+    until: Option<Ts>,
+) -> anyhow::Result<[BTreeMap<Key, Action>; 2]> {
+    let mut new_rules = load_dir(new)?;
+    for path in enable {
+        new_rules = new_rules.enabling(path).map_err(|e| anyhow::anyhow!("--enable {e}"))?;
+    }
+    let mut engines = [Engine::new(load_rules(old)?)?, Engine::new(Arc::new(new_rules))?];
     let mut out = [BTreeMap::new(), BTreeMap::new()];
     replay_all(
         &mut engines,
@@ -59,8 +70,15 @@ fn compare(old: &BTreeMap<Key, Action>, new: &BTreeMap<Key, Action>) -> RuleDiff
 }
 
 /// Runs the back-test and prints the report; true when it ran.
-pub fn run(old: &Path, new: &Path, until: Option<Ts>, verbose: bool, files: &[String]) -> anyhow::Result<bool> {
-    let [before, after] = alerts(old, new, open_inputs(files)?, until)?;
+pub fn run(
+    old: &Path,
+    new: &Path,
+    enable: &[PathBuf],
+    until: Option<Ts>,
+    verbose: bool,
+    files: &[String],
+) -> anyhow::Result<bool> {
+    let [before, after] = alerts(old, new, enable, open_inputs(files)?, until)?;
     let d = compare(&before, &after);
 
     let mut text = String::new();

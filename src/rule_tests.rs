@@ -7,6 +7,7 @@
 //! ```toml
 //! rules = ".."                        # rule file or directory, relative to this file
 //! entity = "91350100M000100Y43"       # default entity of events and expectations
+//! enable = true                       # optional: run the set's disabled rules as enabled (a domain set)
 //!
 //! [[test]]
 //! name = "two penalties: remind"
@@ -26,7 +27,7 @@
 //! ```
 //!
 //! A `profile` event can be a table: `{ at = "...", kind = "profile", entity = "...", region = "360502",
-//! industry = "F5212", domain = "food" }`.
+//! industry = "F5212", domain = "food", authority = "..." }`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ use crate::time::{format_rfc3339, parse_rfc3339};
 struct TestFile {
     /// Rule file or directory, relative to the test file.
     rules: String,
+    /// Run its disabled rules as enabled (a shipped domain set is disabled until a bureau turns it on).
+    #[serde(default)]
+    enable: bool,
     /// Default entity for events and expectations.
     entity: Option<String>,
     #[serde(default)]
@@ -86,6 +90,7 @@ struct EventTable {
     region: Option<String>,
     industry: Option<String>,
     domain: Option<String>,
+    authority: Option<String>,
 }
 
 /// An expected regional alert; left-out optional fields are not compared.
@@ -254,7 +259,8 @@ fn event_line(t: &EventTable, n: usize, default_entity: Option<&str>) -> anyhow:
     if let Some(class) = &t.class {
         v["data"] = serde_json::json!({ "class": class });
     }
-    for (key, value) in [("region", &t.region), ("industry", &t.industry), ("domain", &t.domain)] {
+    let fields = [("region", &t.region), ("industry", &t.industry), ("domain", &t.domain), ("authority", &t.authority)];
+    for (key, value) in fields {
         if let Some(value) = value {
             v["data"][key] = serde_json::json!(value);
         }
@@ -270,7 +276,11 @@ pub fn run_file(path: &Path) -> anyhow::Result<(String, bool)> {
         anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
     })?;
     let rules_path = path.parent().unwrap_or(Path::new(".")).join(&file.rules);
-    let rules = Arc::new(load_dir(&rules_path)?);
+    let mut rules = load_dir(&rules_path)?;
+    if file.enable {
+        rules = rules.enabling(&rules_path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    let rules = Arc::new(rules);
     let default_entity = file.entity.as_deref();
     let mut report = String::new();
     let mut all_ok = true;

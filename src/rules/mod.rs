@@ -6,7 +6,7 @@
 mod load;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub(crate) use load::line_of;
 pub use load::{
@@ -357,6 +357,26 @@ impl RuleSet {
     pub fn with_files(mut self, files: Vec<PathBuf>) -> RuleSet {
         self.files = files;
         self
+    }
+
+    /// The same set with every disabled rule and aggregate defined under `path` (a rule file, or a folder such
+    /// as a shipped domain set) enabled: what turning that set on would do. Versions do not change (a rule's
+    /// state is not part of them). An error if no file of the set is under `path`.
+    pub fn enabling(mut self, path: &Path) -> Result<RuleSet, String> {
+        let root = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let under = |file: &Path| std::fs::canonicalize(file).is_ok_and(|f| f.starts_with(&root));
+        if !self.files.iter().any(|f| under(f)) {
+            return Err(format!("{}: no rule file of the set is there", path.display()));
+        }
+        let file_of = |origin: &str| PathBuf::from(origin.rsplit_once(':').map_or(origin, |(file, _)| file));
+        for rule in self.all.iter_mut().filter(|r| r.state == RuleState::Disabled && under(&file_of(&r.origin))) {
+            rule.state = RuleState::Enabled;
+        }
+        for a in self.aggregates.iter_mut().filter(|a| a.state == RuleState::Disabled && under(&file_of(&a.origin))) {
+            a.state = RuleState::Enabled;
+        }
+        let aggregates = std::mem::take(&mut self.aggregates);
+        Ok(RuleSet::new(self.all, self.files).with_aggregates(aggregates))
     }
 
     /// The aggregate rules evaluated (enabled and shadow), in order.
