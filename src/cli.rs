@@ -307,6 +307,30 @@ fn cmd_parse_only(files: &[String]) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// A scope as `check-rules` prints it: `scope: domain food; region 3605*; class C, D`.
+fn scope_text(scope: &crate::rules::Scope) -> String {
+    let list = |values: &[String], prefix: bool| {
+        values.iter().map(|v| if prefix { format!("{v}*") } else { v.clone() }).collect::<Vec<_>>().join(" | ")
+    };
+    let mut keys = Vec::new();
+    for (key, values, prefix) in [
+        ("domain", &scope.domains, false),
+        ("region", &scope.regions, true),
+        ("industry", &scope.industries, true),
+        ("authority", &scope.authorities, false),
+    ] {
+        if !values.is_empty() {
+            keys.push(format!("{key} {}", list(values, prefix)));
+        }
+    }
+    if scope.classes.contains(&false) {
+        let names = ["A", "B", "C", "D", "unclassified"];
+        let classes: Vec<&str> = names.iter().zip(scope.classes).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        keys.push(format!("class {}", classes.join(" | ")));
+    }
+    format!("scope: {} (entities with no profile: out of scope)", keys.join("; "))
+}
+
 fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
     use std::fmt::Write as _;
     let rules = load_dir(dir)?;
@@ -348,6 +372,9 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
                 let (kinds, window, surge) = rule.measure.components().next().unwrap_or_default();
                 writeln!(text, "  {}", component(kinds, window, surge))?;
             }
+        }
+        if let Some(scope) = &rule.scope {
+            writeln!(text, "  {}", scope_text(scope))?;
         }
         writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
         for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
