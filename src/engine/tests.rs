@@ -345,3 +345,129 @@ fn evidence_is_bounded_in_json_bytes_whatever_the_ids_escape_to() {
     let json = serde_json::to_string(&ids).unwrap();
     assert!(json.len() <= MAX_EVIDENCE_BYTES, "{} bytes", json.len());
 }
+
+const SCOPED: &str = r#"
+[[rule]]
+id = "food-sentiment"
+name_zh = "食品经营者负面舆情"
+name_en = "Negative media about food businesses"
+type = "count"
+kind = "negative_sentiment"
+window_days = 30
+scope = { domain = "food" }
+thresholds = { remind = 1, warn = 2 }
+"#;
+
+fn scoped_engine() -> Engine {
+    let mut rules = load_str("test.toml", RULES).unwrap();
+    rules.extend(load_str("scoped.toml", SCOPED).unwrap());
+    Engine::new(Arc::new(RuleSet::new(rules, vec![]))).unwrap()
+}
+
+fn profile_of(id: &str, at: Ts, domain: &str) -> Event {
+    let data = crate::event::ProfileData { domain: Some(domain.into()), ..Default::default() };
+    Event { profile: Some(Box::new(data)), ..ev(id, Kind::Profile, at) }
+}
+
+/// Index of rule `food-sentiment` in the scoped engine.
+const FOOD: usize = 2;
+
+#[test]
+fn a_future_profile_moves_the_entity_into_a_scope_at_its_own_instant() {
+    let mut e = scoped_engine();
+    let mut out = Vec::new();
+    e.advance_to(1000, &mut |a| out.push(a));
+    e.ingest(ev("s1", Kind::NegativeSentiment, 1000));
+    e.ingest(profile_of("p-future", 5000, "food"));
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty(), "no profile in force at 1000: out of scope");
+    // The profile takes effect at 5000 (a timer), not at its arrival nor at the next arrival.
+    e.advance_to(6000, &mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(5000, FOOD, Action::Remind)]);
+    assert_eq!(out[0].value, 1);
+    // Moving out (a later profile) is a silent fall; moving back in raises again.
+    out.clear();
+    e.report_falls();
+    e.ingest(profile_of("p-general", 6000, "general"));
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty());
+    let falls = e.take_falls();
+    assert_eq!(falls.len(), 1);
+    assert_eq!((falls[0].rule, falls[0].from, falls[0].to, falls[0].at), (FOOD, Action::Remind, None, 6000));
+    e.advance_to(7000, &mut |a| out.push(a));
+    e.ingest(profile_of("p-food", 7000, "food"));
+    e.ingest(ev("s2", Kind::NegativeSentiment, 7000));
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(7000, 0, Action::Remind), (7000, FOOD, Action::Warn)]);
+}
+
+#[test]
+fn scoped_state_survives_a_snapshot_and_an_old_snapshot_starts_it_from_the_latest_profiles() {
+    let run = |restore: &dyn Fn(&Engine) -> Engine| {
+        let mut e = scoped_engine();
+        let mut out = Vec::new();
+        e.offer(profile_of("p1", 1000, "food"), &mut |a| out.push(a));
+        e.offer(ev("s1", Kind::NegativeSentiment, 2000), &mut |a| out.push(a));
+        e.offer(profile_of("p2", 3000, "drug"), &mut |a| out.push(a));
+        e.offer(profile_of("p3", 4000, "food"), &mut |a| out.push(a));
+        e.flush(&mut |a| out.push(a));
+        let mut e = restore(&e);
+        e.offer(ev("s2", Kind::NegativeSentiment, 5000), &mut |a| out.push(a));
+        e.finish(None, &mut |a| out.push(a));
+        brief(&out)
+    };
+    let straight = run(&|e| {
+        let mut bytes = Vec::new();
+        e.write_snapshot(&mut bytes).unwrap();
+        Engine::read_snapshot(e.rules().clone(), &bytes).unwrap()
+    });
+    // In at 2000 (food), out at 3000 (drug), in again at 4000; two items at 5000 also make sentiment-1m remind.
+    let expected =
+        [(2000, FOOD, Action::Remind), (4000, FOOD, Action::Remind), (5000, 0, Action::Remind), (5000, FOOD, Action::Warn)];
+    assert_eq!(straight, expected);
+
+    // The same state as the previous build wrote it (version 2: no histories at the end). The latest profile
+    // (food, 4000) stands from its instant, so the same alerts follow; without it the entity would have no
+    // profile and no alert at 5000.
+    let from_v2 = run(&|e| {
+        let mut bytes = Vec::new();
+        e.write_snapshot(&mut bytes).unwrap();
+        let section: usize = 1 + 8 + e.scopes.by_entity.values().map(|h| 4 + 8 + 24 * h.len()).sum::<usize>();
+        bytes.truncate(bytes.len() - section);
+        bytes[7] = 2;
+        Engine::read_snapshot(e.rules().clone(), &bytes).unwrap()
+    });
+    assert_eq!(from_v2, straight);
+}
+
+#[test]
+fn a_reload_that_adds_a_scoped_rule_judges_each_entity_by_its_latest_profile() {
+    let mut e = engine();
+    let mut out = Vec::new();
+    e.offer(profile_of("p1", 1000, "food"), &mut |a| out.push(a));
+    e.offer(ev("s1", Kind::NegativeSentiment, 2000), &mut |a| out.push(a));
+    e.flush(&mut |a| out.push(a));
+    assert!(out.is_empty());
+    let mut rules = load_str("test.toml", RULES).unwrap();
+    rules.extend(load_str("scoped.toml", SCOPED).unwrap());
+    e.set_rules(Arc::new(RuleSet::new(rules, vec![]))).unwrap();
+    e.flush(&mut |a| out.push(a));
+    assert_eq!(brief(&out), vec![(2000, FOOD, Action::Remind)]);
+    // And a reload that drops it forgets the histories.
+    e.set_rules(Arc::new(RuleSet::new(load_str("test.toml", RULES).unwrap(), vec![]))).unwrap();
+    assert!(!e.scopes.active() && e.scopes.by_entity.is_empty());
+}
+
+#[test]
+fn profiles_held_for_scopes_are_bounded_per_entity() {
+    let mut e = scoped_engine();
+    e.set_limits(EngineLimits { events_per_entity: 2, ..EngineLimits::UNLIMITED });
+    e.advance_to(100, &mut |_| {});
+    // Future profiles cannot be pruned: the third is refused.
+    assert_eq!(e.ingest(profile_of("p1", 1000, "food")), Offer::Accepted { late: false });
+    assert_eq!(e.ingest(profile_of("p2", 2000, "drug")), Offer::Accepted { late: false });
+    assert_eq!(e.ingest(profile_of("p3", 3000, "food")), Offer::OverLimit(Limit::EntityEvents));
+    // Once the first two are in force and superseded, there is room again.
+    e.advance_to(2500, &mut |_| {});
+    assert_eq!(e.ingest(profile_of("p3", 3000, "food")), Offer::Accepted { late: false });
+}

@@ -895,6 +895,49 @@ thresholds = { remind = 3, warn = 5 }
     }
 
     #[test]
+    fn scopes_load_and_are_checked_with_their_line() {
+        let scoped = |scope: &str| RULE.replace("type = \"count\"", &format!("scope = {scope}\ntype = \"count\""));
+        let rule = &load_str("x.toml", &scoped(r#"{ domain = "food", region = ["3605", "360102"], class = "D" }"#))
+            .unwrap()[0];
+        let scope = rule.scope.as_ref().unwrap();
+        assert_eq!(scope.domains, ["food"]);
+        assert_eq!(scope.regions, ["3605", "360102"]);
+        assert_eq!(scope.classes, [false, false, false, true, false]);
+        assert!(scope.matches_profile([Some("360521"), None, Some("food"), None]));
+        assert!(!scope.matches_profile([Some("360521"), None, Some("drug"), None]));
+        assert!(!scope.matches_profile([None, None, Some("food"), None]), "a listed key needs the field");
+        assert!(scope.matches_class(Some(Class::D)) && !scope.matches_class(None));
+        // An unscoped rule keeps its version; a scope changes it.
+        let plain = &load_str("x.toml", RULE).unwrap()[0];
+        assert!(plain.scope.is_none());
+        assert_ne!(plain.version, rule.version);
+        let refused = |scope: &str, says: &str| {
+            let err = load_str("x.toml", &scoped(scope)).unwrap_err().to_string();
+            assert!(err.starts_with("x.toml:9: rule `penalties-3y`") && err.contains(says), "{scope}: {err}");
+        };
+        refused(r#"{ domain = "foods" }"#, "`scope.domain` \"foods\" is not one of food, drug, special_equipment");
+        refused(r#"{ region = "36O5" }"#, "`scope.region` \"36O5\" is not a prefix of a 6-digit division code");
+        refused(r#"{ region = "3605021" }"#, "is not a prefix of a 6-digit division code");
+        refused(r#"{ industry = [] }"#, "`scope.industry` lists no value");
+        refused(r#"{ industry = " H62" }"#, "without surrounding space");
+        refused(r#"{ authority = ["a", "a"] }"#, "`scope.authority` lists \"a\" twice");
+        refused(r#"{ class = "E" }"#, "`scope.class` \"E\" is not A, B, C, D or unclassified");
+        refused("{}", "`scope` sets no key");
+        let err = load_str("x.toml", &scoped(r#"{ sector = "food" }"#)).unwrap_err().to_string();
+        assert!(err.contains("unknown field `sector`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_state_is_the_default_of_its_rules() {
+        let disabled = format!("state = \"disabled\"\n{RULE}");
+        let rules = load_str("x.toml", &disabled).unwrap();
+        assert_eq!(rules[0].state, RuleState::Disabled);
+        let own = disabled.replace("type = \"count\"", "state = \"shadow\"\ntype = \"count\"");
+        assert_eq!(load_str("x.toml", &own).unwrap()[0].state, RuleState::Shadow, "a rule's own state wins");
+        assert_eq!(load_str("x.toml", RULE).unwrap()[0].state, RuleState::Enabled);
+    }
+
+    #[test]
     fn version_follows_content_not_names() {
         let a = &load_str("x.toml", RULE).unwrap()[0];
         let b = &load_str("x.toml", &RULE.replace("Administrative", "Admin")).unwrap()[0];
