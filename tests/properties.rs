@@ -118,6 +118,30 @@ kind = "address_change"
 window_days = 200
 cap = 2
 weight = 0.25
+
+[[rule]]
+id = "dense-scoped"
+name_zh = "食品经营者处罚与投诉"
+name_en = "Penalties and complaints of food businesses"
+type = "count"
+kind = ["penalty", "complaint"]
+window_days = 30
+scope = { domain = "food", region = "3605", class = ["B", "C", "unclassified"] }
+thresholds = { remind = 1, warn = 2, inspect = 3 }
+
+[[rule]]
+id = "dense-scoped-composite"
+name_zh = "餐饮与零售加权评定"
+name_en = "Weighted score of catering and retail"
+type = "composite"
+scope = { industry = ["H62", "F52"] }
+thresholds = { remind = 0.5, warn = 1 }
+
+[[rule.parts]]
+kind = "lawsuit"
+window_days = 90
+cap = 2
+weight = 1
 "#;
 
 static DEFAULT: LazyLock<Arc<RuleSet>> =
@@ -146,6 +170,8 @@ struct Ev {
     kind: Kind,
     at: i64,
     class: Class,
+    /// Which of [`PROFILES`] a profile event carries.
+    profile: usize,
     /// How `occurred_at` is written: 0 `Z`, 1 `+08:00`, 2 `Z` with a fraction, 3 `+08:00` with a fraction.
     style: u8,
 }
@@ -178,7 +204,7 @@ impl Item {
         });
         match ev.kind {
             Kind::Classification => v["data"] = json!({ "class": ev.class.as_str() }),
-            Kind::Profile => v["data"] = json!({ "name": "示例", "domain": "food", "region": "360502" }),
+            Kind::Profile => v["data"] = PROFILES[ev.profile].clone(),
             Kind::Complaint => v["source"] = json!("12315"),
             _ => {}
         }
@@ -189,6 +215,17 @@ impl Item {
         self.json().to_string().into_bytes()
     }
 }
+
+/// Profiles events carry: in and out of the dense rules' scopes (domain, region prefix, industry prefix), and
+/// one without the fields scopes look at.
+static PROFILES: LazyLock<[Value; 4]> = LazyLock::new(|| {
+    [
+        json!({ "name": "示例", "domain": "food", "region": "360502", "industry": "H6210" }),
+        json!({ "name": "示例", "domain": "food", "region": "360102", "industry": "F5212" }),
+        json!({ "name": "示例", "domain": "drug", "region": "360521", "industry": "C2710" }),
+        json!({ "name": "示例" }),
+    ]
+});
 
 fn instant() -> impl Strategy<Value = i64> {
     (0i64..4, prop::sample::select(vec![1i64, 30, 90, 365]), prop::sample::select(vec![-1i64, 0, 0, 0, 1]))
@@ -208,8 +245,8 @@ fn kind() -> impl Strategy<Value = Kind> {
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
-    (0usize..3, kind(), instant(), prop::sample::select(Class::ALL.to_vec()), 0u8..4)
-        .prop_map(|(entity, kind, at, class, style)| Ev { entity, kind, at, class, style })
+    (0usize..3, kind(), instant(), prop::sample::select(Class::ALL.to_vec()), 0usize..4, 0u8..4)
+        .prop_map(|(entity, kind, at, class, profile, style)| Ev { entity, kind, at, class, profile, style })
 }
 
 /// A stream of `events` in time order with a few moved out of order (so some arrive late); ids `e0`, `e1`, ...
@@ -238,7 +275,7 @@ fn complaint_stream() -> impl Strategy<Value = Vec<Item>> {
     let at = (0i64..9, prop::sample::select(vec![-1i64, 0, 0, 1])).prop_map(|(j, off)| *BASE + j * 30 * DAY + off);
     let kind = prop_oneof![6 => Just(Kind::Complaint), 1 => Just(Kind::Classification)];
     let ev = (0usize..2, kind, at, prop::sample::select(Class::ALL.to_vec()), 0u8..4)
-        .prop_map(|(entity, kind, at, class, style)| Ev { entity, kind, at, class, style });
+        .prop_map(|(entity, kind, at, class, style)| Ev { entity, kind, at, class, profile: 0, style });
     stream_of(ev, 24)
 }
 
@@ -324,6 +361,24 @@ fn at_of(v: &Value) -> i64 {
     parse_rfc3339(v["at"].as_str().unwrap()).unwrap()
 }
 
+/// Whether `rule` applies to an entity with `profile` (the one in force) and `class`: every scope key given
+/// matches (domain and authority exactly, region and industry by prefix); no profile, no scope.
+fn in_scope(rule: &credit_sentinel::rules::Rule, profile: Option<&Value>, class: Option<Class>) -> bool {
+    let Some(scope) = &rule.scope else { return true };
+    let Some(p) = profile else { return false };
+    let field = |key: &str| p[key].as_str();
+    let exact = |listed: &[String], key| listed.is_empty() || listed.iter().any(|l| field(key) == Some(l.as_str()));
+    let prefix = |listed: &[String], key| {
+        listed.is_empty() || listed.iter().any(|l| field(key).is_some_and(|v| v.starts_with(l.as_str())))
+    };
+    let class_ok = scope.classes[class.map_or(4, |c| c as usize)];
+    exact(&scope.domains, "domain")
+        && exact(&scope.authorities, "authority")
+        && prefix(&scope.regions, "region")
+        && prefix(&scope.industries, "industry")
+        && class_ok
+}
+
 /// A composite rule's score in thousandths, by exact rationals: floor(1000 * sum(w * min(v, cap) / cap)).
 fn composite_score(parts: &[credit_sentinel::rules::Part], values: &[i64]) -> i64 {
     // Sum of fractions weight * m / cap (weight in thousandths), kept as num / den in lowest terms.
@@ -389,8 +444,18 @@ fn naive(rules: &RuleSet, items: &[Item], until: Option<i64>) -> Vec<Value> {
                 .filter(|k| k.item.ev.entity == e && k.item.ev.kind == Kind::Classification && k.item.ev.at <= t)
                 .max_by_key(|k| (k.item.ev.at, k.seq))
                 .map(|k| k.item.ev.class);
+            let profile = known
+                .iter()
+                .filter(|k| k.item.ev.entity == e && k.item.ev.kind == Kind::Profile && k.item.ev.at <= t)
+                .max_by_key(|k| (k.item.ev.at, k.seq))
+                .map(|k| &PROFILES[k.item.ev.profile]);
             for &r in &rules.active {
                 let rule = &rules.all[r];
+                if !in_scope(rule, profile, class) {
+                    // Out of scope the level is none: a fall is silent.
+                    levels.insert((e, r), 0);
+                    continue;
+                }
                 let m = &rule.measure;
                 let mut of_rule: Vec<&Known> =
                     known.iter().filter(|k| k.item.ev.entity == e && m.kinds().contains(&k.item.ev.kind)).collect();

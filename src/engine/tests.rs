@@ -422,8 +422,12 @@ fn scoped_state_survives_a_snapshot_and_an_old_snapshot_starts_it_from_the_lates
         Engine::read_snapshot(e.rules().clone(), &bytes).unwrap()
     });
     // In at 2000 (food), out at 3000 (drug), in again at 4000; two items at 5000 also make sentiment-1m remind.
-    let expected =
-        [(2000, FOOD, Action::Remind), (4000, FOOD, Action::Remind), (5000, 0, Action::Remind), (5000, FOOD, Action::Warn)];
+    let expected = [
+        (2000, FOOD, Action::Remind),
+        (4000, FOOD, Action::Remind),
+        (5000, 0, Action::Remind),
+        (5000, FOOD, Action::Warn),
+    ];
     assert_eq!(straight, expected);
 
     // The same state as the previous build wrote it (version 2: no histories at the end). The latest profile

@@ -302,23 +302,23 @@ pub fn load_file_str(path: &str, text: &str) -> Result<(Vec<Rule>, Vec<Aggregate
     let mut rules = Vec::with_capacity(raw.rule.len());
     for spanned in &raw.rule {
         let line = line_of(text, spanned.span().start);
-        let rule = build(spanned.get_ref(), &raw, &format!("{path}:{line}")).map_err(|message| {
-                RuleError::Invalid {
-                    path: path.to_owned(),
-                    line,
-                    message: format!("rule `{}`: {message}", spanned.get_ref().id),
-                }
-            })?;
+        let rule = build(spanned.get_ref(), &raw, &format!("{path}:{line}")).map_err(|message| RuleError::Invalid {
+            path: path.to_owned(),
+            line,
+            message: format!("rule `{}`: {message}", spanned.get_ref().id),
+        })?;
         rules.push(rule);
     }
     let mut aggregates = Vec::with_capacity(raw.aggregate.len());
     for spanned in &raw.aggregate {
         let line = line_of(text, spanned.span().start);
         let aggregate =
-            build_aggregate(spanned.get_ref(), raw.state, &format!("{path}:{line}")).map_err(|message| RuleError::Invalid {
-                path: path.to_owned(),
-                line,
-                message: format!("aggregate `{}`: {message}", spanned.get_ref().id),
+            build_aggregate(spanned.get_ref(), raw.state, &format!("{path}:{line}")).map_err(|message| {
+                RuleError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    message: format!("aggregate `{}`: {message}", spanned.get_ref().id),
+                }
             })?;
         aggregates.push(aggregate);
     }

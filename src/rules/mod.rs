@@ -182,9 +182,11 @@ pub struct Scope {
 impl Scope {
     /// Whether a profile's region, industry, domain and authority match (the class aside).
     pub fn matches_profile(&self, [region, industry, domain, authority]: [Option<&str>; 4]) -> bool {
-        let exact = |listed: &[String], v: Option<&str>| listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| l == v));
-        let prefix =
-            |listed: &[String], v: Option<&str>| listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| v.starts_with(l.as_str())));
+        let exact =
+            |listed: &[String], v: Option<&str>| listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| l == v));
+        let prefix = |listed: &[String], v: Option<&str>| {
+            listed.is_empty() || v.is_some_and(|v| listed.iter().any(|l| v.starts_with(l.as_str())))
+        };
         exact(&self.domains, domain)
             && prefix(&self.regions, region)
             && prefix(&self.industries, industry)
