@@ -642,8 +642,8 @@ proptest! {
     #![proptest_config(config())]
 
     /// (a) Events that share one `occurred_at` and are adjacent in the stream form one instant's batch: their
-    /// order does not matter. Classifications of one entity keep their relative order, because for those
-    /// "the one read later wins". Evidence is compared as a set, since it lists same-second events by arrival.
+    /// order does not matter. Classifications and profiles of one entity keep their relative order, because for
+    /// those "the one read later wins". Evidence is compared as a set, since it lists same-second events by arrival.
     #[test]
     fn order_within_an_instant_does_not_matter(
         (items, until) in stream_until(),
@@ -663,9 +663,12 @@ proptest! {
             for (slot, &i) in order.iter().enumerate() {
                 run[slot] = original[i].clone();
             }
-            // Put each entity's classifications back in their original relative order.
+            // Put each entity's classifications and profiles back in their original relative order (of two at
+            // one instant, the one read later is in force: order matters there, by SPEC).
             for entity in 0..CODES.len() {
-                let is_class = |it: &Item| it.ev.entity == entity && it.ev.kind == Kind::Classification;
+                let is_class = |it: &Item| {
+                    it.ev.entity == entity && matches!(it.ev.kind, Kind::Classification | Kind::Profile)
+                };
                 let slots: Vec<usize> = (0..run.len()).filter(|&i| is_class(&run[i])).collect();
                 let in_order: Vec<Item> = original.iter().filter(|it| is_class(it)).cloned().collect();
                 for (slot, it) in slots.into_iter().zip(in_order) {
