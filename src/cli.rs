@@ -48,6 +48,10 @@ enum Command {
         /// domain) to this file, as JSON Lines. The entity alerts on stdout are the same with or without it.
         #[arg(long)]
         regional: Option<PathBuf>,
+        /// Turn on the disabled rules defined under this file or folder (e.g. a shipped domain set such as
+        /// `alert-rules/food`). May be repeated.
+        #[arg(long, value_name = "PATH")]
+        enable: Vec<PathBuf>,
         /// Only read and decode the lines (the baseline of the throughput benchmark); no engine, no alerts.
         #[arg(long)]
         parse_only: bool,
@@ -130,10 +134,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay { parse_only: true, files, .. } => cmd_parse_only(&files),
-        Command::Replay { rules, until, quiet, rejects, falls, regional, files, .. } => {
+        Command::Replay { rules, until, quiet, rejects, falls, regional, enable, files, .. } => {
             let outputs =
                 ReplayOutputs { rejects: rejects.as_deref(), falls: falls.as_deref(), regional: regional.as_deref() };
-            cmd_replay(&rules, until.as_deref(), quiet, outputs, &files)
+            load_rules(&rules, &enable).and_then(|rules| cmd_replay(rules, until.as_deref(), quiet, outputs, &files))
         }
         Command::CheckRules { dir } => cmd_check_rules(&dir),
         Command::TestRules { files } => crate::rule_tests::run_files(&files),
@@ -159,8 +163,13 @@ pub fn main() -> ExitCode {
 }
 
 /// Loads a rule set, with the path in the error.
-pub fn load_rules(dir: &Path) -> anyhow::Result<Arc<RuleSet>> {
-    Ok(Arc::new(load_dir(dir)?))
+/// Loads the rules under `dir`, with the disabled ones under each of `enable` turned on (`--enable`).
+pub fn load_rules(dir: &Path, enable: &[PathBuf]) -> anyhow::Result<Arc<RuleSet>> {
+    let mut rules = load_dir(dir)?;
+    for path in enable {
+        rules = rules.enabling(path).map_err(|e| anyhow::anyhow!("--enable {e}"))?;
+    }
+    Ok(Arc::new(rules))
 }
 
 pub(crate) fn parse_until(until: Option<&str>) -> anyhow::Result<Option<Ts>> {
@@ -183,14 +192,13 @@ struct ReplayOutputs<'a> {
 }
 
 fn cmd_replay(
-    rules: &Path,
+    rules: Arc<RuleSet>,
     until: Option<&str>,
     quiet: bool,
     outputs: ReplayOutputs<'_>,
     files: &[String],
 ) -> anyhow::Result<bool> {
     let ReplayOutputs { rejects, falls, regional } = outputs;
-    let rules = load_rules(rules)?;
     let until = parse_until(until)?;
     let inputs = open_inputs(files)?;
     let create = |path: &Path| -> anyhow::Result<io::BufWriter<std::fs::File>> {

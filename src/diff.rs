@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::cli::{load_rules, open_inputs, print_all};
 use crate::engine::Engine;
 use crate::replay::{Input, Signal, replay_all};
-use crate::rules::{Action, load_dir};
+use crate::rules::Action;
 use crate::time::{Ts, format_rfc3339};
 
 type Key = (Ts, String, String); // (at, entity, rule)
@@ -22,11 +21,7 @@ fn alerts(
     inputs: Vec<Input>,
     until: Option<Ts>,
 ) -> anyhow::Result<[BTreeMap<Key, Action>; 2]> {
-    let mut new_rules = load_dir(new)?;
-    for path in enable {
-        new_rules = new_rules.enabling(path).map_err(|e| anyhow::anyhow!("--enable {e}"))?;
-    }
-    let mut engines = [Engine::new(load_rules(old)?)?, Engine::new(Arc::new(new_rules))?];
+    let mut engines = [Engine::new(load_rules(old, &[])?)?, Engine::new(load_rules(new, enable)?)?];
     let mut out = [BTreeMap::new(), BTreeMap::new()];
     replay_all(
         &mut engines,

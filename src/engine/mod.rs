@@ -16,7 +16,6 @@
 
 mod dedup;
 mod profiles;
-mod scope;
 mod snapshot;
 mod state;
 mod timers;
@@ -34,9 +33,8 @@ use crate::time::Ts;
 pub use dedup::Dedup;
 use profiles::Profiles;
 pub use profiles::{MAX_SYMBOLS as MAX_PROFILE_VALUES, Profile};
-use scope::{ProfileAt, Scopes};
 pub use snapshot::SnapshotError;
-use state::{Entity, Plan, Rec, Runs};
+use state::{Entity, Plan, Rec, RecData, Runs};
 use timers::TimerQueue;
 
 use crate::limits::{EngineLimits, Limit};
@@ -148,8 +146,6 @@ pub struct Engine {
     falls: Option<Vec<Fall>>,
     /// The latest master data of each entity.
     profiles: Profiles,
-    /// Profile histories, while some active rule has a scope.
-    scopes: Scopes,
     limits: EngineLimits,
 }
 
@@ -160,11 +156,8 @@ impl Engine {
         if n > MAX_ACTIVE_RULES {
             return Err(EngineError::TooManyRules(n));
         }
-        let mut scopes = Scopes::default();
-        scopes.set_rules(&rules, &Profiles::default());
         Ok(Engine {
             plan: Plan::new(&rules),
-            scopes,
             rules,
             index: HashMap::new(),
             entities: Vec::new(),
@@ -263,7 +256,6 @@ impl Engine {
             Err(Limit::EntityEvents) => {
                 if let (Some(now), Some(&idx)) = (self.now, self.index.get(&event.entity)) {
                     self.entities[idx as usize].prune(&self.plan, now);
-                    self.scopes.prune(idx, now);
                 }
                 self.admit(event)
             }
@@ -273,19 +265,22 @@ impl Engine {
 
     /// Where `event` would be stored, or the limit storing it would go over (see [`EngineLimits`]).
     fn admit(&self, event: &Event) -> Result<Slot, Limit> {
-        let profile = event.kind == Kind::Profile;
-        if profile && self.profiles.len() >= self.limits.entities && !self.profiles.contains(&event.entity) {
+        if event.kind == Kind::Profile
+            && self.profiles.len() >= self.limits.entities
+            && !self.profiles.contains(&event.entity)
+        {
             return Err(Limit::Entities);
         }
-        // A profile joins the entity's state only for scoped rules (its profile history).
-        if (profile && !self.scopes.active()) || (!profile && !self.plan.keeps(event.kind)) {
+        // A profile joins the window state only while some rule has a scope.
+        if !self.plan.keeps(event.kind) {
             return Ok(Slot::Elsewhere);
         }
-        let held = |idx: u32| if profile { self.scopes.len_of(idx) } else { self.entities[idx as usize].len() };
         match self.index.get(&event.entity) {
             None if self.entities.len() >= self.limits.entities => Err(Limit::Entities),
             None => Ok(Slot::New),
-            Some(&idx) if held(idx) >= self.limits.events_per_entity => Err(Limit::EntityEvents),
+            Some(&idx) if self.entities[idx as usize].len() >= self.limits.events_per_entity => {
+                Err(Limit::EntityEvents)
+            }
             Some(&idx) => Ok(Slot::Entity(idx)),
         }
     }
@@ -360,15 +355,21 @@ impl Engine {
             Slot::Entity(idx) => idx,
             Slot::New => self.new_entity(event.entity),
         };
-        if event.kind == Kind::Profile {
+        let rec = if event.kind == Kind::Profile {
             let fields = self.profiles.offer(&event, true);
-            let matches = Scopes::matches(&self.rules, &self.profiles, fields);
-            self.scopes.insert(idx, ProfileAt { at: event.at, fields, matches });
+            self.profile_rec(event.at, fields)
         } else {
-            self.entities[idx as usize].insert(Rec::new(&event));
-        }
+            Rec::new(&event)
+        };
+        self.entities[idx as usize].insert(rec);
         self.touch(idx);
         Offer::Accepted { late }
+    }
+
+    /// The stored record of a profile (for scoped rules): its symbols and the scopes they match.
+    fn profile_rec(&self, at: Ts, fields: [u32; 4]) -> Rec {
+        let matches = scope_matches(&self.rules, &self.profiles, fields);
+        Rec::from_parts(RecData::Profile { fields, matches }, at, Kind::Profile, None)
     }
 
     /// Adds an entity with no state; its index.
@@ -456,8 +457,6 @@ impl Engine {
     }
 
     fn evaluate(&mut self, idx: u32, at: Ts, sink: &mut impl FnMut(Alert)) {
-        // The scoped rules whose scope the profile in force matches (the class is checked per rule below).
-        let in_scope = if self.scopes.active() { self.scopes.in_force(idx, at) } else { 0 };
         let rules = &*self.rules;
         let plan = &self.plan;
         let entity = &mut self.entities[idx as usize];
@@ -465,6 +464,8 @@ impl Engine {
         let mut levels = entity.levels;
         let runs = entity.runs();
         let class = runs.class_at(at);
+        // The scoped rules whose scope the profile in force matches (the class is checked per rule below).
+        let in_scope = runs.scope_at(at);
         for (slot, &rule_idx) in rules.active.iter().enumerate() {
             let rule = &rules.all[rule_idx];
             let before = state::level(levels, slot);
@@ -488,7 +489,7 @@ impl Engine {
         }
         entity.levels = levels;
         entity.prune(plan, at);
-        let due = entity.runs().next_change(plan, at, levels).min(self.scopes.next_change(idx, at));
+        let due = entity.runs().next_change(plan, at, levels);
         if due != entity.due {
             entity.due = due;
             if due != Ts::MAX {
@@ -508,22 +509,33 @@ impl Engine {
             return Err(EngineError::TooManyRules(n));
         }
         let old: Vec<(String, String)> = self.rules.active().map(|r| (r.id.clone(), r.version.clone())).collect();
-        self.plan = Plan::new(&rules);
         self.rules = rules;
-        let kept = self.scopes.active();
-        self.scopes.set_rules(&self.rules, &self.profiles);
-        if self.scopes.active() && !kept {
-            self.seed_scopes();
+        let kept = self.plan.keeps(Kind::Profile);
+        self.plan = Plan::new(&self.rules);
+        if self.plan.keeps(Kind::Profile) {
+            if kept { self.rematch_profiles() } else { self.seed_profiles() }
         }
         self.adopt_levels(&old);
         Ok(())
     }
 
-    /// Starts the profile histories of scoped rules from the latest profiles, when rules gain a scope at a
+    /// Recomputes the scopes every stored profile matches (the rules changed). Stored profiles of rules no longer
+    /// scoped are dropped as entities are evaluated (the plan no longer keeps them).
+    fn rematch_profiles(&mut self) {
+        for entity in &mut self.entities {
+            for rec in entity.recs_mut() {
+                if let RecData::Profile { fields, matches } = &mut rec.data {
+                    *matches = scope_matches(&self.rules, &self.profiles, *fields);
+                }
+            }
+        }
+    }
+
+    /// Starts the stored profiles of scoped rules from the latest profiles, when rules gain a scope at a
     /// reload (or a snapshot holds none): each entity's latest profile stands from its `occurred_at` on, and
     /// the entity joins the batch of `now`. Profiles before the latest were not kept, so until the latest takes
     /// effect (when it is in the future) the entity has no profile in force: in no scope.
-    fn seed_scopes(&mut self) {
+    fn seed_profiles(&mut self) {
         let mut latest: Vec<(EntityKey, Ts, [u32; 4])> =
             self.profiles.map.iter().map(|(key, p)| (*key, p.at, p.fields)).collect();
         latest.sort_unstable_by_key(|(key, _, _)| *key);
@@ -532,8 +544,8 @@ impl Engine {
                 Some(&idx) => idx,
                 None => self.new_entity(key),
             };
-            let matches = Scopes::matches(&self.rules, &self.profiles, fields);
-            self.scopes.insert(idx, ProfileAt { at, fields, matches });
+            let rec = self.profile_rec(at, fields);
+            self.entities[idx as usize].insert(rec);
             self.touch(idx);
         }
     }
@@ -589,8 +601,15 @@ impl Engine {
             + self.timers.bytes()
             + self.dedup.bytes()
             + self.profiles.bytes()
-            + self.scopes.bytes()
     }
+}
+
+/// The active rule slots whose scope a profile's field symbols match (bit `slot`).
+fn scope_matches(rules: &RuleSet, profiles: &Profiles, fields: [u32; 4]) -> u32 {
+    const _: () = assert!(MAX_ACTIVE_RULES <= 32, "scope matches are a u32 of rule slots");
+    let values = profiles.resolve(fields);
+    let scoped = rules.active().enumerate().filter_map(|(slot, r)| Some(slot).zip(r.scope.as_ref()));
+    scoped.filter(|(_, scope)| scope.matches_profile(values)).fold(0, |bits, (slot, _)| bits | 1 << slot)
 }
 
 /// Bytes of a `hashbrown` table that can hold `capacity` items of `item` bytes: a power-of-two number of

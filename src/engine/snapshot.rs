@@ -1,9 +1,9 @@
 //! The engine's state as bytes, for checkpoints: the clock, the active rules' ids (levels are stored per
 //! rule), the dedup memory (secret and hashes), per entity its key, levels, timer, pending-batch flag and
 //! stored events, then the profiles (the symbol table, and per entity its key, time, name and symbols), then
-//! (version 3) whether profile histories were kept for scoped rules and, if so, per entity its index and its
-//! profiles (time and symbols). A version-2 snapshot has no histories: scoped rules start them from the
-//! latest profiles, as at a reload that adds a scope.
+//! whether profiles were stored for scoped rules. Since version 3 a stored profile (kind `profile`) is written
+//! with its four symbols where an event has its id. A version-2 snapshot has no stored profiles: scoped rules
+//! start them from the latest profiles, as at a reload that adds a scope.
 //!
 //! The reader trusts nothing: every length is checked against the bytes left, every key, kind and class is
 //! validated, and events are re-inserted through the normal path, so a damaged snapshot is refused with a
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 
 use super::dedup::SECRET_BYTES;
-use super::state::{Entity, Rec};
+use super::state::{Entity, Rec, RecData};
 use super::{Dedup, Engine, EngineError};
 use crate::credit_code::EntityKey;
 use crate::event::{Class, Kind};
@@ -24,7 +24,7 @@ use crate::rules::RuleSet;
 use crate::time::Ts;
 
 const MAGIC: &[u8; 8] = b"CSENG\x00\x00\x03";
-/// The snapshot before profile histories; still read.
+/// The snapshot before stored profiles; still read.
 const MAGIC_V2: &[u8; 8] = b"CSENG\x00\x00\x02";
 
 /// Why a snapshot cannot be read.
@@ -63,7 +63,14 @@ impl Engine {
             for r in e.recs() {
                 w.write_all(&[r.kind as u8, r.class.map_or(0, |c| c as u8 + 1)])?;
                 w.write_all(&r.at().to_le_bytes())?;
-                write_str(w, &r.id)?;
+                match &r.data {
+                    RecData::Id(id) => write_str(w, id)?,
+                    RecData::Profile { fields, .. } => {
+                        for f in fields {
+                            w.write_all(&f.to_le_bytes())?;
+                        }
+                    }
+                }
             }
         }
         let profiles = &self.profiles;
@@ -81,22 +88,7 @@ impl Engine {
                 w.write_all(&f.to_le_bytes())?;
             }
         }
-        w.write_all(&[u8::from(self.scopes.active())])?;
-        if self.scopes.active() {
-            let mut histories: Vec<(&u32, &Vec<super::scope::ProfileAt>)> = self.scopes.by_entity.iter().collect();
-            histories.sort_unstable_by_key(|(idx, _)| **idx);
-            w.write_all(&(histories.len() as u64).to_le_bytes())?;
-            for (idx, history) in histories {
-                w.write_all(&idx.to_le_bytes())?;
-                w.write_all(&(history.len() as u64).to_le_bytes())?;
-                for p in history {
-                    w.write_all(&p.at.to_le_bytes())?;
-                    for f in p.fields {
-                        w.write_all(&f.to_le_bytes())?;
-                    }
-                }
-            }
-        }
+        w.write_all(&[u8::from(self.plan.keeps(Kind::Profile))])?;
         Ok(())
     }
 
@@ -137,6 +129,7 @@ impl Engine {
         engine.dedup = dedup;
         engine.now = (now != Ts::MIN).then_some(now);
         let n_entities = r.count(43)?;
+        let mut any_profile = false;
         engine.entities.reserve_exact(n_entities);
         engine.index.reserve(n_entities);
         for _ in 0..n_entities {
@@ -162,14 +155,29 @@ impl Engine {
                     c => Some(*Class::ALL.get(c as usize - 1).ok_or(corrupt("class"))?),
                 };
                 let at = r.i64()?;
-                let id = CompactString::from(r.str()?);
+                let data = if kind == Kind::Profile && !v2 {
+                    // Symbols are checked once the symbol table is read (below); matches are computed then.
+                    let mut fields = [0u32; 4];
+                    for f in &mut fields {
+                        *f = r.u32()?;
+                    }
+                    RecData::Profile { fields, matches: 0 }
+                } else {
+                    RecData::Id(CompactString::from(r.str()?))
+                };
                 if !time_ok(at) {
                     return Err(corrupt("event time out of range"));
                 }
-                if kind == Kind::Profile || (kind == Kind::Classification) != class.is_some() {
+                if (kind == Kind::Profile && (v2 || class.is_some()))
+                    || (kind == Kind::Classification) != class.is_some()
+                {
                     return Err(corrupt("event"));
                 }
-                entity.insert(Rec::from_parts(id, at, kind, class));
+                any_profile |= kind == Kind::Profile;
+                // Profiles stored for scoped rules are dropped under rules without a scope.
+                if engine.plan.keeps(kind) || kind != Kind::Profile {
+                    entity.insert(Rec::from_parts(data, at, kind, class));
+                }
             }
             let idx = engine.entities.len() as u32;
             if engine.index.insert(key, idx).is_some() {
@@ -223,45 +231,21 @@ impl Engine {
             }
         }
         let kept = !v2 && r.take(1)?[0] != 0;
-        if kept {
-            let n = r.count(20)?;
-            let mut last = None;
-            for _ in 0..n {
-                let idx = r.u32()?;
-                if idx as usize >= engine.entities.len() || last.is_some_and(|l| l >= idx) {
-                    return Err(corrupt("profile history entity"));
-                }
-                last = Some(idx);
-                let len = r.count(24)?;
-                if len == 0 {
-                    return Err(corrupt("empty profile history"));
-                }
-                let mut prev = Ts::MIN;
-                for _ in 0..len {
-                    let at = r.i64()?;
-                    let mut fields = [0u32; 4];
-                    for f in &mut fields {
-                        *f = r.u32()?;
-                        if *f as usize > n_symbols {
-                            return Err(corrupt("profile symbol"));
-                        }
-                    }
-                    if !time_ok(at) || at < prev {
-                        return Err(corrupt("profile history time"));
-                    }
-                    prev = at;
-                    // Under rules without scopes the histories are not needed: read (checked) and dropped.
-                    if engine.scopes.active() {
-                        let matches = super::Scopes::matches(&engine.rules, &engine.profiles, fields);
-                        engine.scopes.insert(idx, super::ProfileAt { at, fields, matches });
-                    }
-                }
-            }
-        } else if engine.scopes.active() {
-            engine.seed_scopes();
+        if any_profile && !kept {
+            return Err(corrupt("stored profiles not flagged"));
         }
         if !r.0.is_empty() {
             return Err(corrupt("trailing bytes"));
+        }
+        let symbol_ok = |rec: &Rec| match rec.data {
+            RecData::Profile { fields, .. } => fields.iter().all(|&f| f as usize <= n_symbols),
+            RecData::Id(_) => true,
+        };
+        if !engine.entities.iter().all(|e| e.recs().all(symbol_ok)) {
+            return Err(corrupt("stored profile symbol"));
+        }
+        if engine.plan.keeps(Kind::Profile) {
+            if kept { engine.rematch_profiles() } else { engine.seed_profiles() }
         }
         engine.adopt_levels(&old_rules);
         Ok(engine)

@@ -5,6 +5,8 @@
 //! are no per-rule counters to keep in step, so a late event, a class change or a rule with any window is
 //! handled by the same code. Events are dropped once they are older than the longest reach of any rule
 //! that counts them; of the classifications only the one in force (and any still in the future) are kept.
+//! Profiles are stored only while some active rule has a scope, kept like classifications, each with its
+//! field symbols and the scoped rules they match instead of an event id (evidence never lists them).
 //!
 //! Two layouts, chosen by size ([`Store`]): most entities hold a handful of events and keep them in one
 //! vector sorted by `(kind, occurred_at)` (24 bytes plus the events); an entity with many events switches
@@ -18,8 +20,8 @@ use crate::event::{Class, Event, Kind};
 use crate::rules::{Measure, RuleSet};
 use crate::time::Ts;
 
-/// Kinds that are stored: the five indicators and classifications (profiles are not).
-const RUNS: usize = 6;
+/// Kinds that can be stored: the five indicators, classifications and (for scoped rules) profiles.
+const RUNS: usize = 7;
 /// An entity switches to the per-kind layout above this many events...
 const LARGE_ABOVE: usize = 64;
 /// ...and back to the compact one below this many.
@@ -29,7 +31,7 @@ const SMALL_BELOW: usize = 16;
 /// (±17,000 years around 1970) so that the record packs into four words.
 #[derive(Debug, Clone)]
 pub(super) struct Rec {
-    pub id: CompactString,
+    pub data: RecData,
     at_lo: u32,
     at_hi: i8,
     pub kind: Kind,
@@ -37,27 +39,53 @@ pub(super) struct Rec {
     pub class: Option<Class>,
 }
 
+/// What a record holds besides its time, kind and class: 24 bytes (the profile variant lives beside the niche
+/// of `CompactString`'s last byte).
+#[derive(Debug, Clone)]
+pub(super) enum RecData {
+    /// An event's id (evidence lists it).
+    Id(CompactString),
+    /// A profile (kept for scoped rules): its region, industry, domain and authority symbols (see `Profiles`),
+    /// and the active rule slots whose scope they match.
+    Profile { fields: [u32; 4], matches: u32 },
+}
+
 impl Rec {
     pub fn new(event: &Event) -> Rec {
-        // Event times are years 0000-9999 (with offset), far inside the 40-bit range.
-        let at_hi = i8::try_from(event.at >> 32).unwrap_or(if event.at < 0 { i8::MIN } else { i8::MAX });
-        Rec { id: event.id.clone(), at_lo: event.at as u32, at_hi, kind: event.kind, class: event.class }
+        Rec::from_parts(RecData::Id(event.id.clone()), event.at, event.kind, event.class)
     }
 
-    /// A record read back from a checkpoint.
-    pub fn from_parts(id: CompactString, at: Ts, kind: Kind, class: Option<Class>) -> Rec {
+    /// A record of its parts (a checkpoint's, or a profile's).
+    pub fn from_parts(data: RecData, at: Ts, kind: Kind, class: Option<Class>) -> Rec {
+        // Event times are years 0000-9999 (with offset), far inside the 40-bit range.
         let at_hi = i8::try_from(at >> 32).unwrap_or(if at < 0 { i8::MIN } else { i8::MAX });
-        Rec { id, at_lo: at as u32, at_hi, kind, class }
+        Rec { data, at_lo: at as u32, at_hi, kind, class }
     }
 
     /// A placeholder for a dead slot of a [`Run`]; never read.
     fn dead(kind: Kind) -> Rec {
-        Rec { id: CompactString::default(), at_lo: 0, at_hi: 0, kind, class: None }
+        Rec { data: RecData::Id(CompactString::default()), at_lo: 0, at_hi: 0, kind, class: None }
     }
 
     /// `occurred_at`.
     pub fn at(&self) -> Ts {
         i64::from(self.at_hi) << 32 | i64::from(self.at_lo)
+    }
+
+    /// The event's id (empty for a profile, which has none kept).
+    pub fn id(&self) -> &str {
+        match &self.data {
+            RecData::Id(id) => id,
+            RecData::Profile { .. } => "",
+        }
+    }
+
+    /// The scoped rules a profile's fields match (0 for an event).
+    pub fn scope_matches(&self) -> u32 {
+        match self.data {
+            RecData::Profile { matches, .. } => matches,
+            RecData::Id(_) => 0,
+        }
     }
 }
 
@@ -67,6 +95,8 @@ pub(super) struct Plan {
     reach: [Option<Ts>; 7],
     /// Offsets after `occurred_at` at which the kind's events change some count, each with when it matters.
     offsets: [Vec<Offset>; 7],
+    /// Some active rule has a scope: profiles are stored.
+    scoped: bool,
 }
 
 impl Plan {
@@ -89,6 +119,10 @@ impl Plan {
             }
         }
         offsets[Kind::Classification as usize].push(always(0));
+        if rules.scoped() {
+            // A profile taking effect can move the entity into a scope.
+            offsets[Kind::Profile as usize].push(always(0));
+        }
         for o in &mut offsets {
             o.sort_unstable_by_key(|x| x.after);
             o.dedup_by(|b, a| {
@@ -101,12 +135,16 @@ impl Plan {
             });
         }
         let reach = Kind::ALL.map(|k| rules.reach(k));
-        Plan { reach, offsets }
+        Plan { reach, offsets, scoped: rules.scoped() }
     }
 
     /// Whether events of `kind` are stored.
     pub fn keeps(&self, kind: Kind) -> bool {
-        kind == Kind::Classification || self.reach[kind as usize].is_some()
+        match kind {
+            Kind::Classification => true,
+            Kind::Profile => self.scoped,
+            _ => self.reach[kind as usize].is_some(),
+        }
     }
 
     /// The value of `measure` at instant `at`.
@@ -137,8 +175,9 @@ impl Plan {
 
     /// How many of a run's first events can no longer matter at `at` or later.
     fn expired(&self, kind: usize, run: &[Rec], at: Ts) -> usize {
-        if kind == Kind::Classification as usize {
-            // Keep the classification in force and any later ones.
+        let in_force = kind == Kind::Classification as usize || (kind == Kind::Profile as usize && self.scoped);
+        if in_force {
+            // Keep the classification (profile) in force and any later ones.
             run.partition_point(|r| r.at() <= at).saturating_sub(1)
         } else {
             match self.reach[kind] {
@@ -268,11 +307,11 @@ impl Runs<'_> {
         recs.sort_by_key(|r| r.at()); // stable: arrival order within a kind is kept
         let mut bytes = 0;
         let kept = recs.iter().rev().take_while(|r| {
-            bytes += json_len(&r.id);
+            bytes += json_len(r.id());
             bytes <= max_bytes
         });
         let skip = recs.len() - kept.count();
-        let evidence = recs[skip..].iter().map(|r| super::Evidence { id: r.id.clone(), kind: r.kind, at: r.at() });
+        let evidence = recs[skip..].iter().map(|r| super::Evidence { id: r.id().into(), kind: r.kind, at: r.at() });
         (evidence.collect(), skip as u64)
     }
 
@@ -281,6 +320,14 @@ impl Runs<'_> {
         let run = self.0[Kind::Classification as usize];
         let n = run.partition_point(|r| r.at() <= at);
         n.checked_sub(1).and_then(|i| run[i].class)
+    }
+
+    /// The scoped rules (by slot) whose scope the profile in force at `at` matches, like [`Runs::class_at`];
+    /// 0 with no profile stored in force.
+    pub fn scope_at(&self, at: Ts) -> u32 {
+        let run = self.0[Kind::Profile as usize];
+        let n = run.partition_point(|r| r.at() <= at);
+        n.checked_sub(1).map_or(0, |i| run[i].scope_matches())
     }
 
     /// The first instant after `at` at which a level (packed `levels`, as evaluated at `at`) can change:
@@ -399,6 +446,16 @@ impl Entity {
         self.runs().0.into_iter().flatten()
     }
 
+    /// Every stored record, to change its data in place (never its time or kind: the order stays valid).
+    pub fn recs_mut(&mut self) -> impl Iterator<Item = &mut Rec> {
+        let (small, large): (&mut [Rec], Option<&mut [Run; RUNS]>) = match &mut self.store {
+            Store::Small(v) => (v, None),
+            Store::Large(runs) => (&mut [], Some(runs)),
+        };
+        let large = large.into_iter().flat_map(|runs| runs.iter_mut().flat_map(|r| &mut r.recs[r.start..]));
+        small.iter_mut().chain(large)
+    }
+
     /// A view of the runs.
     pub fn runs(&self) -> Runs<'_> {
         match &self.store {
@@ -485,7 +542,7 @@ mod tests {
         // Late events in the first half move the events before them into the dead prefix.
         run.insert(rec(Kind::Penalty, 5, "late"));
         run.insert(rec(Kind::Penalty, 20, "tie"));
-        let live: Vec<(Ts, &str)> = run.live().iter().map(|r| (r.at(), r.id.as_str())).collect();
+        let live: Vec<(Ts, &str)> = run.live().iter().map(|r| (r.at(), r.id())).collect();
         assert_eq!(live[..2], [(5, "late"), (10, "e10")]);
         assert_eq!(live.iter().position(|&(_, id)| id == "tie"), Some(12), "after e20: arrival order");
         assert!(live.windows(2).all(|w| w[0].0 <= w[1].0));
@@ -520,7 +577,7 @@ mod tests {
         assert!(penalties.windows(2).all(|w| w[0].at() <= w[1].at()));
         // Ties keep arrival order: ids at the same time rise in number.
         for w in penalties.windows(2).filter(|w| w[0].at() == w[1].at()) {
-            let n = |r: &Rec| r.id[1..].parse::<u32>().unwrap();
+            let n = |r: &Rec| r.id()[1..].parse::<u32>().unwrap();
             assert!(n(&w[0]) < n(&w[1]));
         }
         assert_eq!(runs.count(&[Kind::Penalty, Kind::Lawsuit], 9, 19), 20);
