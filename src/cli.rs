@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::aggregate::Aggregator;
 use crate::alert::{AlertRecord, FallRecord};
-use crate::engine::Engine;
+use crate::engine::{Alert, Engine};
 use crate::event::Rejection;
 use crate::replay::{Input, Signal, replay_all};
 use crate::rules::{Action, Measure, RuleSet, load_dir};
@@ -213,71 +213,84 @@ fn cmd_replay(
     let mut regional_error: Option<io::Error> = None;
     let mut aggregator = Aggregator::new(&rules);
     let mut reject_error: Option<io::Error> = None;
-    let mut engine = Engine::new(rules)?;
+    let mut engine = Engine::new(rules.clone())?;
     if fall_file.is_some() {
         engine.report_falls();
     }
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut write_error: Option<io::Error> = None;
     let mut printed = 0u64;
     let stderr = io::stderr();
-    let summary = replay_all(
-        std::slice::from_mut(&mut engine),
-        inputs,
-        until,
-        &mut |_, engine, signal| match signal {
-            Signal::Alert(alert) => {
-                if write_error.is_none() {
-                    let record = AlertRecord::new(alert, engine.rules());
-                    let written = serde_json::to_writer(&mut out, &record)
-                        .map_err(io::Error::from)
-                        .and_then(|()| out.write_all(b"\n"));
-                    write_error = written.err();
-                }
-                if let Some(file) = &mut regional_file
-                    && regional_error.is_none()
-                {
-                    aggregator.offer_engine_alert(engine, alert, &mut |record| {
-                        if regional_error.is_none() {
-                            let written = serde_json::to_writer(&mut *file, &record)
-                                .map_err(io::Error::from)
-                                .and_then(|()| file.write_all(b"\n"));
-                            regional_error = written.err();
+    // Alert records are made and written to stdout on a thread of their own: with many alerts (a domain set on
+    // a busy history) they are a large share of the engine thread's work, while the reader thread leaves part
+    // of a core idle. Alerts go over in batches on a bounded channel: when the writer falls behind, the engine
+    // waits (memory stays bounded); once writing failed, the writer is gone and the engine stops sending.
+    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Alert>>(ALERT_BATCHES);
+    let (summary, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_alerts(received, &rules));
+        let mut batch = Vec::with_capacity(ALERT_BATCH);
+        let mut writer_gone = false;
+        let summary = replay_all(
+            std::slice::from_mut(&mut engine),
+            inputs,
+            until,
+            &mut |_, engine, signal| match signal {
+                Signal::Alert(alert) => {
+                    if !writer_gone {
+                        batch.push(alert.clone());
+                        if batch.len() == ALERT_BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(ALERT_BATCH));
+                            writer_gone = batches.send(full).is_err();
                         }
-                    });
+                    }
+                    if let Some(file) = &mut regional_file
+                        && regional_error.is_none()
+                    {
+                        aggregator.offer_engine_alert(engine, alert, &mut |record| {
+                            if regional_error.is_none() {
+                                let written = serde_json::to_writer(&mut *file, &record)
+                                    .map_err(io::Error::from)
+                                    .and_then(|()| file.write_all(b"\n"));
+                                regional_error = written.err();
+                            }
+                        });
+                    }
                 }
-            }
-            Signal::Fall(fall) => {
-                if let Some(file) = &mut fall_file
-                    && fall_error.is_none()
+                Signal::Fall(fall) => {
+                    if let Some(file) = &mut fall_file
+                        && fall_error.is_none()
+                    {
+                        let record = FallRecord::new(fall, engine.rules());
+                        let written = serde_json::to_writer(&mut *file, &record)
+                            .map_err(io::Error::from)
+                            .and_then(|()| file.write_all(b"\n"));
+                        fall_error = written.err();
+                    }
+                }
+            },
+            &mut |rejection: &Rejection| {
+                if let Some(file) = &mut reject_file
+                    && reject_error.is_none()
                 {
-                    let record = FallRecord::new(fall, engine.rules());
-                    let written = serde_json::to_writer(&mut *file, &record)
-                        .map_err(io::Error::from)
-                        .and_then(|()| file.write_all(b"\n"));
-                    fall_error = written.err();
+                    let (reason, location) = (rejection.reason, &rejection.location);
+                    reject_error = writeln!(file, "{location}: {}: {reason}", reason.as_str()).err();
                 }
-            }
-        },
-        &mut |rejection: &Rejection| {
-            if let Some(file) = &mut reject_file
-                && reject_error.is_none()
-            {
-                let (reason, location) = (rejection.reason, &rejection.location);
-                reject_error = writeln!(file, "{location}: {}: {reason}", reason.as_str()).err();
-            }
-            if !quiet && printed < MAX_PRINTED_REJECTS {
-                printed += 1;
-                let _ = writeln!(stderr.lock(), "rejected {rejection}");
-            }
-        },
-    )?;
-    match write_error {
+                if !quiet && printed < MAX_PRINTED_REJECTS {
+                    printed += 1;
+                    let _ = writeln!(stderr.lock(), "rejected {rejection}");
+                }
+            },
+        );
+        if !batch.is_empty() && !writer_gone {
+            let _ = batches.send(batch);
+        }
+        drop(batches);
+        let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("the alert writer panicked")));
+        (summary, written)
+    });
+    let summary = summary?;
+    match written {
         // The reader of stdout went away (`| head`): that is the end of the job, not a failure.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
-        Some(e) => return Err(e).context("writing alerts"),
-        None => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
+        written => written.context("writing alerts")?,
     }
     if let Some(e) = reject_error {
         return Err(e).context("writing rejects");
@@ -297,16 +310,30 @@ fn cmd_replay(
     if let Some(mut file) = regional_file {
         file.flush().context("writing regional alerts")?;
     }
-    match out.flush() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
-        flushed => flushed.context("writing alerts")?,
-    }
     let rejected = summary.rejected_total();
     if !quiet && rejected > printed {
         eprintln!("({} more rejected lines not shown)", rejected - printed);
     }
     eprint!("{summary}");
     Ok(true)
+}
+
+/// Alerts per batch sent to the writer thread of `replay`, and batches in flight at most.
+const ALERT_BATCH: usize = 512;
+const ALERT_BATCHES: usize = 16;
+
+/// Writes the alert records of `batches` to stdout, one JSON line each, until the sender is done or writing
+/// fails.
+fn write_alerts(batches: std::sync::mpsc::Receiver<Vec<Alert>>, rules: &RuleSet) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    for batch in batches {
+        for alert in &batch {
+            serde_json::to_writer(&mut out, &AlertRecord::new(alert, rules))?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
 }
 
 fn cmd_parse_only(files: &[String]) -> anyhow::Result<bool> {

@@ -147,6 +147,8 @@ pub struct Engine {
     /// The latest master data of each entity.
     profiles: Profiles,
     limits: EngineLimits,
+    /// Scratch space for the plan's component values during one evaluation ([`state::Memo`]).
+    memo: Vec<i64>,
 }
 
 impl Engine {
@@ -156,8 +158,10 @@ impl Engine {
         if n > MAX_ACTIVE_RULES {
             return Err(EngineError::TooManyRules(n));
         }
+        let plan = Plan::new(&rules);
         Ok(Engine {
-            plan: Plan::new(&rules),
+            memo: vec![0; plan.components()],
+            plan,
             rules,
             index: HashMap::new(),
             entities: Vec::new(),
@@ -466,6 +470,7 @@ impl Engine {
         let class = runs.class_at(at);
         // The scoped rules whose scope the profile in force matches (the class is checked per rule below).
         let in_scope = runs.scope_at(at);
+        let mut memo = state::Memo { known: 0, values: &mut self.memo };
         for (slot, &rule_idx) in rules.active.iter().enumerate() {
             let rule = &rules.all[rule_idx];
             let before = state::level(levels, slot);
@@ -474,7 +479,7 @@ impl Engine {
             if !applies && before == 0 {
                 continue;
             }
-            let value = plan.value(&runs, &rule.measure, at);
+            let value = plan.value(&runs, slot, &rule.measure, at, &mut memo);
             let now = if applies { rule.level(class, value) } else { 0 };
             if now > before
                 && let Some(action) = Action::from_level(now)
@@ -512,6 +517,7 @@ impl Engine {
         self.rules = rules;
         let kept = self.plan.keeps(Kind::Profile);
         self.plan = Plan::new(&self.rules);
+        self.memo = vec![0; self.plan.components()];
         if self.plan.keeps(Kind::Profile) {
             if kept { self.rematch_profiles() } else { self.seed_profiles() }
         }

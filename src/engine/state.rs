@@ -97,7 +97,34 @@ pub(super) struct Plan {
     offsets: [Vec<Offset>; 7],
     /// Some active rule has a scope: profiles are stored.
     scoped: bool,
+    /// The distinct windowed counts of the active rules: `(kinds, window, surge guard)`. Rules often share one
+    /// (a domain set's parts count what the default rules count), and each is computed once per evaluation.
+    components: Vec<(Vec<Kind>, Ts, Option<(u64, u64)>)>,
+    /// Per active rule (by slot): its components' indices in `components`, in part order, and for a composite
+    /// rule the constants of its exact score.
+    of_rule: Vec<RulePlan>,
 }
+
+/// What one active rule's value is computed from.
+struct RulePlan {
+    /// Indices in `Plan::components`, in part order.
+    components: Vec<usize>,
+    /// A composite rule's `weight_i * (product of caps / cap_i)` per part (0 for other rules' one component),
+    /// so that its score is `floor(sum(scale_i * min(v_i, cap_i)) / product)`.
+    scale: Vec<u128>,
+    /// The product of a composite rule's caps (1 for other rules).
+    product: u128,
+}
+
+/// Values of a plan's components already computed at one instant of one entity's evaluation: `values[c]` is
+/// meaningful where bit `c` of `known` is set. `values` is scratch space the engine keeps, one slot per
+/// component (at most 21 active rules of 6 parts: 126, within the 128 bits of `known`).
+pub(super) struct Memo<'a> {
+    pub known: u128,
+    pub values: &'a mut [i64],
+}
+
+const _: () = assert!(crate::rules::MAX_ACTIVE_RULES * crate::rules::MAX_PARTS <= 128);
 
 impl Plan {
     pub fn new(rules: &RuleSet) -> Plan {
@@ -135,7 +162,29 @@ impl Plan {
             });
         }
         let reach = Kind::ALL.map(|k| rules.reach(k));
-        Plan { reach, offsets, scoped: rules.scoped() }
+        let mut components: Vec<(Vec<Kind>, Ts, Option<(u64, u64)>)> = Vec::new();
+        let mut of_rule = Vec::new();
+        for rule in rules.active() {
+            let mut of = Vec::new();
+            for (kinds, window, surge) in rule.measure.components() {
+                let same = |c: &(Vec<Kind>, Ts, Option<(u64, u64)>)| c.0 == kinds && c.1 == window && c.2 == surge;
+                let i = components.iter().position(same).unwrap_or_else(|| {
+                    components.push((kinds.to_vec(), window, surge));
+                    components.len() - 1
+                });
+                of.push(i);
+            }
+            // The loader's bounds (6 parts, caps up to 1000, weights up to 1000.000) keep every term within u128.
+            let (scale, product) = match &rule.measure {
+                Measure::Composite { parts, .. } => {
+                    let product: u128 = parts.iter().map(|p| u128::from(p.cap)).product();
+                    (parts.iter().map(|p| u128::from(p.weight) * (product / u128::from(p.cap))).collect(), product)
+                }
+                _ => (vec![0], 1),
+            };
+            of_rule.push(RulePlan { components: of, scale, product });
+        }
+        Plan { reach, offsets, scoped: rules.scoped(), components, of_rule }
     }
 
     /// Whether events of `kind` are stored.
@@ -147,30 +196,48 @@ impl Plan {
         }
     }
 
-    /// The value of `measure` at instant `at`.
-    pub fn value(&self, runs: &Runs<'_>, measure: &Measure, at: Ts) -> i64 {
-        match *measure {
-            Measure::Count { ref kinds, window } => runs.count(kinds, at - window, at) as i64,
-            Measure::Surge { ref kinds, window, ratio_num, ratio_den } => {
-                surge(runs, kinds, window, (ratio_num, ratio_den), at)
-            }
-            Measure::Composite { ref parts, .. } => {
+    /// Distinct windowed counts of the active rules (the size of a [`Memo`]'s scratch).
+    pub fn components(&self) -> usize {
+        self.components.len()
+    }
+
+    /// The value at instant `at` of the active rule in `slot`, whose measure is `measure`; `memo` holds the
+    /// components already computed at `at` for this entity.
+    pub fn value(&self, runs: &Runs<'_>, slot: usize, measure: &Measure, at: Ts, memo: &mut Memo<'_>) -> i64 {
+        let plan = &self.of_rule[slot];
+        match measure {
+            Measure::Count { .. } | Measure::Surge { .. } => self.component(runs, plan.components[0], at, memo),
+            Measure::Composite { parts, .. } => {
                 // floor(1000 * sum(w_i * min(v_i, cap_i) / cap_i)) over the common denominator prod(cap_i),
-                // with weights already in thousandths. The loader's bounds keep every term within u128.
-                let product: u128 = parts.iter().map(|p| u128::from(p.cap)).product();
-                let sum: u128 = parts
-                    .iter()
-                    .map(|p| {
-                        let v = match p.surge {
-                            None => runs.count(&p.kinds, at - p.window, at),
-                            Some(guard) => surge(runs, &p.kinds, p.window, guard, at).max(0) as u64,
-                        };
-                        u128::from(p.weight) * u128::from(v.min(p.cap)) * (product / u128::from(p.cap))
-                    })
-                    .sum();
-                (sum / product) as i64
+                // with weights already in thousandths.
+                let mut sum: u128 = 0;
+                for ((p, &c), &scale) in parts.iter().zip(&plan.components).zip(&plan.scale) {
+                    // A count is never negative; a surge part's negative delta counts as 0.
+                    let v = self.component(runs, c, at, memo).max(0) as u64;
+                    sum += scale * u128::from(v.min(p.cap));
+                }
+                // 64-bit division when it fits (small caps, the usual case): a 128-bit one is a slow call.
+                match (u64::try_from(sum), u64::try_from(plan.product)) {
+                    (Ok(sum), Ok(product)) => (sum / product) as i64,
+                    _ => (sum / plan.product) as i64,
+                }
             }
         }
+    }
+
+    /// The value of component `c` at `at`: a count, or a surge's `cur - prev` under its guard.
+    fn component(&self, runs: &Runs<'_>, c: usize, at: Ts, memo: &mut Memo<'_>) -> i64 {
+        if memo.known >> c & 1 == 1 {
+            return memo.values[c];
+        }
+        let (ref kinds, window, guard) = self.components[c];
+        let v = match guard {
+            None => runs.count(kinds, at - window, at) as i64,
+            Some(guard) => surge(runs, kinds, window, guard, at),
+        };
+        memo.values[c] = v;
+        memo.known |= 1 << c;
+        v
     }
 
     /// How many of a run's first events can no longer matter at `at` or later.
