@@ -783,3 +783,80 @@ fn check_rules_lists_aggregates_and_checks_them() {
     let err = stderr(&out);
     assert!(err.contains(&format!("{}:3: aggregate `y-agg`: `prefix` applies only", b.display())), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Domain rule sets (scoped rules, --enable)
+
+/// Alert records printed by `replay` as (entity, rule, at, action), in order.
+fn alert_keys(alerts: &[Value]) -> Vec<(String, String, String, String)> {
+    let s = |a: &Value, k: &str| a[k].as_str().unwrap_or_default().to_owned();
+    alerts.iter().map(|a| (s(a, "entity_id"), s(a, "rule"), s(a, "at"), s(a, "action"))).collect()
+}
+
+#[test]
+fn domain_sets_are_disabled_as_shipped_and_enabling_one_only_adds_its_scoped_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = run(&["gen", "--seed", "5", "--entities", "400", "--events", "12000"]);
+    assert!(history.status.success(), "{}", stderr(&history));
+    let file = dir.path().join("history.jsonl");
+    std::fs::write(&file, &history.stdout).unwrap();
+
+    // As shipped, the sets are listed but not active.
+    let listed = stdout(&run(&["check-rules", "alert-rules"]));
+    for id in ["food-production-score [Disabled]", "drug-score [Disabled]", "special-equipment-score [Disabled]"] {
+        assert!(listed.contains(id), "{id} missing from:\n{listed}");
+    }
+    assert!(listed.contains("scope: domain food; industry C13* | C14* | C15*"), "{listed}");
+
+    let plain = run(&["replay", "--quiet", "--rules", "alert-rules", p(&file)]);
+    let food = run(&["replay", "--quiet", "--rules", "alert-rules", "--enable", "alert-rules/food", p(&file)]);
+    assert!(plain.status.success() && food.status.success(), "{}{}", stderr(&plain), stderr(&food));
+    let (plain, food) = (alert_keys(&alerts(&plain)), alert_keys(&alerts(&food)));
+    let food_rules = ["food-production-score", "food-retail-score", "catering-score"];
+    let (added, kept): (Vec<_>, Vec<_>) = food.iter().cloned().partition(|a| food_rules.contains(&a.1.as_str()));
+    assert_eq!(kept, plain, "enabling the food set leaves every other alert as it was");
+    assert!(!added.is_empty(), "the generated history raises food-set alerts");
+    // Only entities whose profile says food are in scope: the generator gives entity e domain e % 4 (food: 1).
+    let profiles: std::collections::HashMap<String, String> = history
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .filter(|v| v["kind"] == "profile")
+        .map(|v| (v["entity_id"].as_str().unwrap().to_owned(), v["data"]["domain"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(added.iter().all(|a| profiles.get(&a.0).map(String::as_str) == Some("food")), "{added:?}");
+
+    // diff-rules --enable reports exactly those alerts as appeared, per rule.
+    let diff =
+        run(&["diff-rules", "--old", "alert-rules", "--new", "alert-rules", "--enable", "alert-rules/food", p(&file)]);
+    assert!(diff.status.success(), "{}", stderr(&diff));
+    let report = stdout(&diff);
+    let first = report.lines().next().unwrap_or_default();
+    let want = format!("appeared {}, disappeared 0, changed action 0, unchanged {}", added.len(), plain.len());
+    assert!(first.contains(&want), "{want:?} not in {first:?}");
+    let rows = report.lines().skip(3).filter(|l| !l.trim().is_empty()); // after the counts, a blank line, the header
+    assert!(rows.clone().all(|l| food_rules.iter().any(|r| l.starts_with(r))), "{report}");
+
+    // A path with no rule file of the set is refused.
+    let bad = run(&["replay", "--rules", "alert-rules", "--enable", p(dir.path()), p(&file)]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("no rule file of the set is there"), "{}", stderr(&bad));
+}
+
+#[test]
+fn readme_rule_examples_pass_check_rules() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (n, block) in readme.split("```toml\n").skip(1).enumerate() {
+        let block = block.split("```").next().unwrap_or_default();
+        if !block.contains("[[rule]]") || block.contains("[[test]]") {
+            continue;
+        }
+        let file = write(dir.path(), &format!("example-{n}.toml"), block);
+        let out = check_rules(&file);
+        assert!(out.status.success(), "README example {n}:\n{block}\n{}", stderr(&out));
+        checked += 1;
+    }
+    assert!(checked >= 3, "the key reference, the composite and the scoped examples: {checked}");
+}
