@@ -23,14 +23,23 @@ use credit_sentinel::lines::{Line, Lines};
 use credit_sentinel::notify::{Notifier, admin};
 use credit_sentinel::rules::{RuleSet, load_texts};
 
-/// SPEC's default policy and the shipped regional rules, as the daemon loads them by default.
+/// SPEC's default policy, the shipped regional rules and the shipped domain sets turned on.
 pub fn shipped_rules() -> Arc<RuleSet> {
     static RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
     RULES
         .get_or_init(|| {
+            // The domain sets are turned on (their files' `state = "disabled"` taken out), so that scoped and
+            // composite rules are fuzzed with the default ones.
+            let on = |text: &str| text.replacen("state = \"disabled\"\n", "", 1);
             let texts = [
                 ("default.toml".to_owned(), include_str!("../alert-rules/default.toml").to_owned()),
+                ("drug.toml".to_owned(), on(include_str!("../alert-rules/drug/drug.toml"))),
+                ("food.toml".to_owned(), on(include_str!("../alert-rules/food/food.toml"))),
                 ("regional.toml".to_owned(), include_str!("../alert-rules/regional.toml").to_owned()),
+                (
+                    "special_equipment.toml".to_owned(),
+                    on(include_str!("../alert-rules/special_equipment/special_equipment.toml")),
+                ),
             ];
             Arc::new(load_texts(&texts).expect("the shipped rules load"))
         })
