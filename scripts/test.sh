@@ -16,8 +16,10 @@ cargo test --release --locked
 bin=target/release/credit-sentinel
 "$bin" check-rules alert-rules > /dev/null
 "$bin" test-rules alert-rules/tests
-# Composite (weighted) rules: their own test rule file, not a shipped set.
+# Composite (weighted) and scoped rules: their own test rule files, not a shipped set. (The shipped domain
+# sets, disabled as shipped, are tested as enabled by alert-rules/tests/{food,drug,special_equipment}.test.toml.)
 "$bin" check-rules tests/rules/composite.toml > /dev/null
+"$bin" check-rules tests/rules/scoped.toml > /dev/null
 "$bin" test-rules tests/rules
 
 # Differential test: the reference (tests/reference/ref_replay.py) was written from SPEC alone.

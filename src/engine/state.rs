@@ -99,11 +99,14 @@ pub(super) struct Plan {
     scoped: bool,
     /// The distinct windowed counts of the active rules: `(kinds, window, surge guard)`. Rules often share one
     /// (a domain set's parts count what the default rules count), and each is computed once per evaluation.
-    components: Vec<(Vec<Kind>, Ts, Option<(u64, u64)>)>,
+    components: Vec<Counted>,
     /// Per active rule (by slot): its components' indices in `components`, in part order, and for a composite
     /// rule the constants of its exact score.
     of_rule: Vec<RulePlan>,
 }
+
+/// A windowed count of the plan, owned: `(kinds, window, surge guard)` (see `rules::Component`).
+type Counted = (Vec<Kind>, Ts, Option<(u64, u64)>);
 
 /// What one active rule's value is computed from.
 struct RulePlan {
@@ -162,12 +165,12 @@ impl Plan {
             });
         }
         let reach = Kind::ALL.map(|k| rules.reach(k));
-        let mut components: Vec<(Vec<Kind>, Ts, Option<(u64, u64)>)> = Vec::new();
+        let mut components: Vec<Counted> = Vec::new();
         let mut of_rule = Vec::new();
         for rule in rules.active() {
             let mut of = Vec::new();
             for (kinds, window, surge) in rule.measure.components() {
-                let same = |c: &(Vec<Kind>, Ts, Option<(u64, u64)>)| c.0 == kinds && c.1 == window && c.2 == surge;
+                let same = |c: &Counted| c.0 == kinds && c.1 == window && c.2 == surge;
                 let i = components.iter().position(same).unwrap_or_else(|| {
                     components.push((kinds.to_vec(), window, surge));
                     components.len() - 1
