@@ -149,6 +149,8 @@ pub struct Engine {
     limits: EngineLimits,
     /// Scratch space for the plan's component values during one evaluation ([`state::Memo`]).
     memo: Vec<i64>,
+    /// See [`Engine::profiles_not_seeded`].
+    profiles_not_seeded: u64,
 }
 
 impl Engine {
@@ -161,6 +163,7 @@ impl Engine {
         let plan = Plan::new(&rules);
         Ok(Engine {
             memo: vec![0; plan.components()],
+            profiles_not_seeded: 0,
             plan,
             rules,
             index: HashMap::new(),
@@ -518,15 +521,19 @@ impl Engine {
         let kept = self.plan.keeps(Kind::Profile);
         self.plan = Plan::new(&self.rules);
         self.memo = vec![0; self.plan.components()];
-        if self.plan.keeps(Kind::Profile) {
-            if kept { self.rematch_profiles() } else { self.seed_profiles() }
+        match (kept, self.plan.keeps(Kind::Profile)) {
+            (true, true) => self.rematch_profiles(),
+            (false, true) => self.seed_profiles(),
+            // At once, not at each entity's next evaluation: a checkpoint written before then must not hold
+            // profiles its plan does not keep (nor a later reload see their stale matches).
+            (true, false) => self.entities.iter_mut().for_each(|e| e.remove_kind(Kind::Profile)),
+            (false, false) => {}
         }
         self.adopt_levels(&old);
         Ok(())
     }
 
-    /// Recomputes the scopes every stored profile matches (the rules changed). Stored profiles of rules no longer
-    /// scoped are dropped as entities are evaluated (the plan no longer keeps them).
+    /// Recomputes the scopes every stored profile matches (the rules changed).
     fn rematch_profiles(&mut self) {
         for entity in &mut self.entities {
             for rec in entity.recs_mut() {
@@ -540,20 +547,32 @@ impl Engine {
     /// Starts the stored profiles of scoped rules from the latest profiles, when rules gain a scope at a
     /// reload (or a snapshot holds none): each entity's latest profile stands from its `occurred_at` on, and
     /// the entity joins the batch of `now`. Profiles before the latest were not kept, so until the latest takes
-    /// effect (when it is in the future) the entity has no profile in force: in no scope.
+    /// effect (when it is in the future) the entity has no profile in force: in no scope. Within the limits:
+    /// an entity that would go over `entities` or `events_per_entity` is left without (out of every scope until
+    /// its next profile), and counted in [`Engine::profiles_not_seeded`].
     fn seed_profiles(&mut self) {
         let mut latest: Vec<(EntityKey, Ts, [u32; 4])> =
             self.profiles.map.iter().map(|(key, p)| (*key, p.at, p.fields)).collect();
         latest.sort_unstable_by_key(|(key, _, _)| *key);
         for (key, at, fields) in latest {
             let idx = match self.index.get(&key) {
-                Some(&idx) => idx,
-                None => self.new_entity(key),
+                Some(&idx) if self.entities[idx as usize].len() < self.limits.events_per_entity => idx,
+                None if self.entities.len() < self.limits.entities => self.new_entity(key),
+                _ => {
+                    self.profiles_not_seeded += 1;
+                    continue;
+                }
             };
             let rec = self.profile_rec(at, fields);
             self.entities[idx as usize].insert(rec);
             self.touch(idx);
         }
+    }
+
+    /// Latest profiles not stored for scoped rules when they were started (a reload adding the first scoped
+    /// rule, or an old checkpoint) because an entity was at a limit (since the engine was made).
+    pub fn profiles_not_seeded(&self) -> u64 {
+        self.profiles_not_seeded
     }
 
     /// Maps levels stored under the active rules `old` (id, version) onto the current rules; if anything

@@ -1,9 +1,10 @@
 //! The engine's state as bytes, for checkpoints: the clock, the active rules' ids (levels are stored per
 //! rule), the dedup memory (secret and hashes), per entity its key, levels, timer, pending-batch flag and
 //! stored events, then the profiles (the symbol table, and per entity its key, time, name and symbols), then
-//! whether profiles were stored for scoped rules. Since version 3 a stored profile (kind `profile`) is written
-//! with its four symbols where an event has its id. A version-2 snapshot has no stored profiles: scoped rules
-//! start them from the latest profiles, as at a reload that adds a scope.
+//! (version 3) a flag byte. Version 3 is written while some rule has a scope: a stored profile (kind
+//! `profile`) is written with its four symbols where an event has its id. Otherwise version 2 is written, as by
+//! the build before scopes (so it can still be rolled back to). Reading a version-2 snapshot under scoped rules
+//! starts the stored profiles from the latest profiles, as at a reload that adds a scope.
 //!
 //! The reader trusts nothing: every length is checked against the bytes left, every key, kind and class is
 //! validated, and events are re-inserted through the normal path, so a damaged snapshot is refused with a
@@ -40,7 +41,9 @@ impl Engine {
     /// Writes the state (see the module documentation). Pending events of `now` stay pending: their batch
     /// is evaluated after a restore exactly as it would have been without one.
     pub fn write_snapshot(&self, w: &mut impl Write) -> io::Result<()> {
-        w.write_all(MAGIC)?;
+        // Without scoped rules nothing of version 3 is needed: version 2, which the build before reads too.
+        let v3 = self.plan.keeps(Kind::Profile);
+        w.write_all(if v3 { MAGIC } else { MAGIC_V2 })?;
         w.write_all(&self.now.unwrap_or(Ts::MIN).to_le_bytes())?;
         w.write_all(&(self.rules.active.len() as u32).to_le_bytes())?;
         for rule in self.rules.active() {
@@ -88,7 +91,9 @@ impl Engine {
                 w.write_all(&f.to_le_bytes())?;
             }
         }
-        w.write_all(&[u8::from(self.plan.keeps(Kind::Profile))])?;
+        if v3 {
+            w.write_all(&[1])?;
+        }
         Ok(())
     }
 
@@ -230,9 +235,11 @@ impl Engine {
                 return Err(corrupt("profile repeated"));
             }
         }
-        let kept = !v2 && r.take(1)?[0] != 0;
-        if any_profile && !kept {
-            return Err(corrupt("stored profiles not flagged"));
+        if !v2 && r.take(1)? != [1] {
+            return Err(corrupt("version 3 flag"));
+        }
+        if any_profile && v2 {
+            return Err(corrupt("stored profiles in version 2"));
         }
         if !r.0.is_empty() {
             return Err(corrupt("trailing bytes"));
@@ -245,7 +252,7 @@ impl Engine {
             return Err(corrupt("stored profile symbol"));
         }
         if engine.plan.keeps(Kind::Profile) {
-            if kept { engine.rematch_profiles() } else { engine.seed_profiles() }
+            if v2 { engine.seed_profiles() } else { engine.rematch_profiles() }
         }
         engine.adopt_levels(&old_rules);
         Ok(engine)

@@ -544,6 +544,18 @@ impl Entity {
         }
     }
 
+    /// Drops every stored record of `kind`.
+    pub fn remove_kind(&mut self, kind: Kind) {
+        match &mut self.store {
+            Store::Small(v) => v.retain(|r| r.kind != kind),
+            Store::Large(runs) => {
+                let run = &mut runs[kind as usize];
+                run.recs.clear();
+                run.start = 0;
+            }
+        }
+    }
+
     /// Drops what can no longer matter at `at` or later.
     pub fn prune(&mut self, plan: &Plan, at: Ts) {
         match &mut self.store {

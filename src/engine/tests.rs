@@ -468,10 +468,15 @@ fn a_reload_that_adds_a_scoped_rule_judges_each_entity_by_its_latest_profile() {
     e.set_rules(Arc::new(RuleSet::new(rules, vec![]))).unwrap();
     e.flush(&mut |a| out.push(a));
     assert_eq!(brief(&out), vec![(2000, FOOD, Action::Remind)]);
-    // And a reload that drops it forgets the histories.
+    // A reload that drops it drops the stored profiles at once: a checkpoint written before the next flush
+    // reads back (as version 2, what the build before scopes writes and reads).
     e.set_rules(Arc::new(RuleSet::new(load_str("test.toml", RULES).unwrap(), vec![]))).unwrap();
-    e.flush(&mut |a| out.push(a));
     assert_eq!(e.entities[0].recs().filter(|r| r.kind == Kind::Profile).count(), 0);
+    let mut bytes = Vec::new();
+    e.write_snapshot(&mut bytes).unwrap();
+    assert_eq!(&bytes[..8], b"CSENG\x00\x00\x02");
+    let back = Engine::read_snapshot(e.rules().clone(), &bytes).unwrap();
+    assert_eq!(back.profile(&key()).map(|p| p.at), Some(1000), "master data is kept");
 }
 
 #[test]
@@ -486,4 +491,30 @@ fn profiles_held_for_scopes_are_bounded_per_entity() {
     // Once the first two are in force and superseded, there is room again.
     e.advance_to(2500, &mut |_| {});
     assert_eq!(e.ingest(profile_of("p3", 3000, "food")), Offer::Accepted { late: false });
+}
+
+#[test]
+fn a_reload_adding_a_scope_starts_profiles_within_the_limits() {
+    let mut e = engine();
+    e.set_limits(EngineLimits { entities: 2, ..EngineLimits::UNLIMITED });
+    for (n, code) in ["91350100M000100Y43", "91360102MA00002001", "91360102MA00002014"].iter().enumerate() {
+        let mut p = profile_of(&format!("p{n}"), 1000, "food");
+        p.entity = EntityKey::parse(code).unwrap();
+        // Two profiles fit the entity limit (profiles have their own table, bounded the same way).
+        let want = if n < 2 { Offer::Accepted { late: false } } else { Offer::OverLimit(Limit::Entities) };
+        assert_eq!(e.offer(p, &mut |_| {}), want);
+    }
+    e.offer(ev("s1", Kind::NegativeSentiment, 2000), &mut |_| {});
+    assert_eq!(e.entities(), 1);
+    let mut rules = load_str("test.toml", RULES).unwrap();
+    rules.extend(load_str("scoped.toml", SCOPED).unwrap());
+    e.set_rules(Arc::new(RuleSet::new(rules, vec![]))).unwrap();
+    assert_eq!(e.entities(), 2, "one new entity for a profile, within `entities`");
+    assert_eq!(e.profiles_not_seeded(), 0);
+    e.set_limits(EngineLimits { entities: 2, events_per_entity: 1, ..EngineLimits::UNLIMITED });
+    e.set_rules(Arc::new(RuleSet::new(load_str("test.toml", RULES).unwrap(), vec![]))).unwrap();
+    let mut rules = load_str("test.toml", RULES).unwrap();
+    rules.extend(load_str("scoped.toml", SCOPED).unwrap());
+    e.set_rules(Arc::new(RuleSet::new(rules, vec![]))).unwrap();
+    assert_eq!(e.profiles_not_seeded(), 1, "the entity holding an event is at `events_per_entity`");
 }

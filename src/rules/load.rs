@@ -471,6 +471,9 @@ fn build_scope(raw: &RawScope) -> Result<Scope, String> {
         return Err(format!("`scope.region` {r:?} is not a prefix of a 6-digit division code (1 to 6 digits)"));
     }
     let industries = scope_values("industry", &raw.industry)?;
+    if let Some(i) = industries.iter().find(|i| i.chars().any(|c| c.is_whitespace() || c.is_ascii_lowercase())) {
+        return Err(format!("`scope.industry` {i:?}: an industry code has no spaces or lower-case letters (H62)"));
+    }
     let authorities = scope_values("authority", &raw.authority)?;
     let class_names = scope_values("class", &raw.class)?;
     let mut classes = [class_names.is_empty(); 5];
@@ -920,6 +923,7 @@ thresholds = { remind = 3, warn = 5 }
         refused(r#"{ region = "3605021" }"#, "is not a prefix of a 6-digit division code");
         refused(r#"{ industry = [] }"#, "`scope.industry` lists no value");
         refused(r#"{ industry = " H62" }"#, "without surrounding space");
+        refused(r#"{ industry = "h62" }"#, "an industry code has no spaces or lower-case letters");
         refused(r#"{ authority = ["a", "a"] }"#, "`scope.authority` lists \"a\" twice");
         refused(r#"{ class = "E" }"#, "`scope.class` \"E\" is not A, B, C, D or unclassified");
         refused("{}", "`scope` sets no key");
