@@ -530,13 +530,15 @@ impl Entity {
     pub fn runs(&self) -> Runs<'_> {
         match &self.store {
             Store::Small(v) => {
+                // One pass over at most `LARGE_ABOVE` records, sorted by kind: cheaper than a binary search per
+                // kind for the few records most entities hold.
                 let mut slices: [&[Rec]; RUNS] = [&[]; RUNS];
-                let mut rest: &[Rec] = v;
-                for (kind, slot) in slices.iter_mut().enumerate() {
-                    let n = rest.partition_point(|r| (r.kind as usize) <= kind);
-                    let (run, tail) = rest.split_at(n);
-                    *slot = run;
-                    rest = tail;
+                let mut start = 0;
+                while let Some(first) = v.get(start) {
+                    let kind = first.kind;
+                    let len = v[start..].iter().take_while(|r| r.kind == kind).count();
+                    slices[kind as usize] = &v[start..start + len];
+                    start += len;
                 }
                 Runs(slices)
             }
