@@ -435,6 +435,18 @@ fn build_part(raw: &RawPart, n: usize) -> Result<Part, String> {
     Ok(Part { kinds, window, surge, cap: raw.cap, weight })
 }
 
+/// The threshold-table slot (`rules::class_slot`) of a class as rule files name it: `A`-`D` or `unclassified`.
+fn class_slot_of(name: &str) -> Option<usize> {
+    match name {
+        "A" => Some(Class::A as usize),
+        "B" => Some(Class::B as usize),
+        "C" => Some(Class::C as usize),
+        "D" => Some(Class::D as usize),
+        "unclassified" => Some(4),
+        _ => None,
+    }
+}
+
 /// Longest value of a scope key, in characters (profile fields are cut at 200 characters).
 const MAX_SCOPE_VALUE: usize = 200;
 
@@ -478,14 +490,7 @@ fn build_scope(raw: &RawScope) -> Result<Scope, String> {
     let class_names = scope_values("class", &raw.class)?;
     let mut classes = [class_names.is_empty(); 5];
     for name in &class_names {
-        let slot = match name.as_str() {
-            "A" => Class::A as usize,
-            "B" => Class::B as usize,
-            "C" => Class::C as usize,
-            "D" => Class::D as usize,
-            "unclassified" => 4,
-            other => return Err(format!("`scope.class` {other:?} is not A, B, C, D or unclassified")),
-        };
+        let slot = class_slot_of(name).ok_or(format!("`scope.class` {name:?} is not A, B, C, D or unclassified"))?;
         classes[slot] = true;
     }
     let keys = [&domains, &regions, &industries, &authorities, &class_names];
@@ -538,16 +543,8 @@ fn build(raw: &RawRule, file: &RawFile, origin: &str) -> Result<Rule, String> {
         *row = base.map(|b| b.map(|b| effective(b, f)));
     }
     for (class, table) in &raw.class_thresholds {
-        let slot = match class.as_str() {
-            "A" => Class::A as usize,
-            "B" => Class::B as usize,
-            "C" => Class::C as usize,
-            "D" => Class::D as usize,
-            "unclassified" => 4,
-            other => {
-                return Err(format!("`class_thresholds.{other}`: class must be A, B, C, D or unclassified"));
-            }
-        };
+        let slot = class_slot_of(class)
+            .ok_or(format!("`class_thresholds.{class}`: class must be A, B, C, D or unclassified"))?;
         let what = format!("class_thresholds.{class}");
         let row = table.as_array(composite, &what)?;
         check_thresholds(&row, &what, max_score)?;
