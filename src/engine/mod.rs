@@ -10,9 +10,10 @@
 //! # Levels
 //! An entity's level for a rule is recomputed from its stored events at each instant it is evaluated and
 //! compared with the level as last evaluated: a rise is an alert, a fall re-arms silently. Each entity has
-//! one timer: the next instant at which any of its counts or its class can change (an event entering a
-//! window, leaving one, or a future classification taking effect), so levels move with time, not only
-//! with arrivals.
+//! one timer: the next instant at which any of its counts, its class or (for scoped rules) its profile can
+//! change (an event entering a window, leaving one, or a future classification or profile taking effect), so
+//! levels move with time, not only with arrivals. A scoped rule's level is none while the profile (or class)
+//! in force is outside its scope.
 
 mod dedup;
 mod profiles;
