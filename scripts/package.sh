@@ -12,6 +12,8 @@ deb=$(ls -t target/debian/credit-sentinel_*.deb | head -n 1)
 
 contents=$(dpkg-deb --contents "$deb")
 for f in ./usr/bin/credit-sentinel ./etc/credit-sentinel/config.toml ./etc/credit-sentinel/alert-rules/default.toml \
+  ./etc/credit-sentinel/alert-rules/food/food.toml ./etc/credit-sentinel/alert-rules/drug/drug.toml \
+  ./etc/credit-sentinel/alert-rules/special_equipment/special_equipment.toml \
   ./usr/lib/systemd/system/credit-sentinel.service ./usr/share/doc/credit-sentinel/config.example.toml \
   ./usr/share/credit-sentinel/prometheus/credit-sentinel.rules.yml ./usr/share/credit-sentinel/grafana/credit-sentinel.json \
   ./usr/share/doc/credit-sentinel/runbooks/README.md; do
@@ -27,4 +29,7 @@ dpkg-deb --extract "$deb" "$root"
 sed "s|/etc/credit-sentinel|$root/etc/credit-sentinel|" "$root/etc/credit-sentinel/config.toml" > "$root/config.toml"
 "$root/usr/bin/credit-sentinel" check-config "$root/config.toml" > /dev/null
 "$root/usr/bin/credit-sentinel" check-rules "$root/etc/credit-sentinel/alert-rules" > /dev/null
+# The domain sets are installed disabled: the installed default alert stream is SPEC's.
+"$root/usr/bin/credit-sentinel" check-rules "$root/etc/credit-sentinel/alert-rules" | grep -q "(5 active)" \
+  || { echo "package: the installed rules should have 5 active (the domain sets disabled)" >&2; exit 1; }
 echo "package: $deb ($(du -h "$deb" | cut -f1)) checked"
