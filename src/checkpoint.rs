@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, SnapshotError};
+use crate::limits::EngineLimits;
 use crate::rules::RuleSet;
 
 const MAGIC: &[u8; 8] = b"CSCKPT\x00\x01";
@@ -156,12 +157,12 @@ impl Store {
         Ok(files)
     }
 
-    /// The newest good checkpoint, read into an engine for `rules`; `None` if there is none. Damaged ones
-    /// are set aside (renamed `*.damaged`) with a log line, and the previous one is tried.
-    pub fn restore(&self, rules: &Arc<RuleSet>) -> Result<Option<Restored>, CheckpointError> {
+    /// The newest good checkpoint, read into an engine for `rules` with `limits`; `None` if there is none.
+    /// Damaged ones are set aside (renamed `*.damaged`) with a log line, and the previous one is tried.
+    pub fn restore(&self, rules: &Arc<RuleSet>, limits: EngineLimits) -> Result<Option<Restored>, CheckpointError> {
         let files = self.list().map_err(|error| io_error(&self.dir, error))?;
         for path in files.iter().rev() {
-            match read(path, rules) {
+            match read(path, rules, limits) {
                 Ok((meta, engine)) => return Ok(Some(Restored { meta, engine, path: path.clone() })),
                 // A read error (disk, descriptors, shared storage) says nothing about the file: stop, retry later.
                 Err(error @ (CheckpointError::Io { .. } | CheckpointError::Engine { .. })) => return Err(error),
@@ -178,16 +179,26 @@ impl Store {
     }
 }
 
-/// Reads and checks one checkpoint file.
-pub fn read(path: &Path, rules: &Arc<RuleSet>) -> Result<(Meta, Engine), CheckpointError> {
+/// Reads and checks one checkpoint file into an engine with `limits`.
+pub fn read(path: &Path, rules: &Arc<RuleSet>, limits: EngineLimits) -> Result<(Meta, Engine), CheckpointError> {
     let bytes = fs::read(path).map_err(|error| io_error(path, error))?;
-    decode(&path.display().to_string(), &bytes, rules)
+    decode_within(&path.display().to_string(), &bytes, rules, limits)
 }
 
 /// Checks and decodes the bytes of a checkpoint file (`path` is only used in messages). Nothing in them is
 /// trusted: the checksum, the magic, every length and the engine snapshot are checked (`fuzz/` drives this
 /// with arbitrary bytes).
 pub fn decode(path: &str, bytes: &[u8], rules: &Arc<RuleSet>) -> Result<(Meta, Engine), CheckpointError> {
+    decode_within(path, bytes, rules, EngineLimits::UNLIMITED)
+}
+
+/// [`decode`] into an engine with `limits` (see `Engine::read_snapshot_within`).
+pub fn decode_within(
+    path: &str,
+    bytes: &[u8],
+    rules: &Arc<RuleSet>,
+    limits: EngineLimits,
+) -> Result<(Meta, Engine), CheckpointError> {
     let damaged = |reason: String| CheckpointError::Damaged { path: path.to_owned(), reason };
     let (body, crc) = bytes.split_at_checked(bytes.len().wrapping_sub(4)).ok_or(damaged("truncated".into()))?;
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| damaged("truncated".into()))?);
@@ -199,7 +210,7 @@ pub fn decode(path: &str, bytes: &[u8], rules: &Arc<RuleSet>) -> Result<(Meta, E
     let len = u32::from_le_bytes(len.try_into().map_err(|_| damaged("truncated".into()))?) as usize;
     let (json, snapshot) = rest.split_at_checked(len).ok_or(damaged("truncated".into()))?;
     let meta: Meta = serde_json::from_slice(json).map_err(|e| damaged(format!("metadata: {e}")))?;
-    let engine = Engine::read_snapshot(rules.clone(), snapshot).map_err(|e| match e {
+    let engine = Engine::read_snapshot_within(rules.clone(), snapshot, limits).map_err(|e| match e {
         SnapshotError::Corrupt(_) => damaged(e.to_string()),
         SnapshotError::Engine(error) => CheckpointError::Engine { path: path.to_owned(), error },
     })?;
@@ -266,14 +277,14 @@ mod tests {
             store.write(&meta, &engine(&rules, seq as usize)).unwrap();
         }
         assert_eq!(store.list().unwrap().len(), 2, "keeps two");
-        let r = store.restore(&rules).unwrap().unwrap();
+        let r = store.restore(&rules, EngineLimits::UNLIMITED).unwrap().unwrap();
         assert_eq!((r.meta.seq, r.meta.next_offset, r.engine.entities()), (3, 30, 1));
 
         // A torn write of the newest: its tail is lost. The previous one is used and the torn one set aside.
         let newest = r.path;
         let len = fs::metadata(&newest).unwrap().len();
         File::options().write(true).open(&newest).unwrap().set_len(len - 7).unwrap();
-        let r = store.restore(&rules).unwrap().unwrap();
+        let r = store.restore(&rules, EngineLimits::UNLIMITED).unwrap().unwrap();
         assert_eq!(r.meta.seq, 2);
         assert!(newest.with_extension("damaged").exists());
 
@@ -281,6 +292,6 @@ mod tests {
         let mut bytes = fs::read(&r.path).unwrap();
         bytes[40] ^= 1;
         fs::write(&r.path, bytes).unwrap();
-        assert!(store.restore(&rules).unwrap().is_none());
+        assert!(store.restore(&rules, EngineLimits::UNLIMITED).unwrap().is_none());
     }
 }

@@ -56,7 +56,7 @@ impl Task {
         notifier: Option<Arc<Notifier>>,
         regional: Option<Arc<Regional>>,
     ) -> Result<(Task, bool), DaemonError> {
-        let (engine, meta, restored) = match store.restore(rules)? {
+        let (engine, meta, restored) = match store.restore(rules, limits)? {
             Some(r) => {
                 tracing::info!(
                     path = %r.path.display(),

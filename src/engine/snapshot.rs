@@ -101,6 +101,16 @@ impl Engine {
     /// differ from the snapshot's, levels are kept for the rules whose id is still active and every entity
     /// is re-evaluated at the next flush (see [`Engine::set_rules`]).
     pub fn read_snapshot(rules: Arc<RuleSet>, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        Engine::read_snapshot_within(rules, bytes, crate::limits::EngineLimits::UNLIMITED)
+    }
+
+    /// [`Engine::read_snapshot`] into an engine with these limits: profiles started for scoped rules from a
+    /// version-2 snapshot keep to them (see `Engine::seed_profiles`).
+    pub fn read_snapshot_within(
+        rules: Arc<RuleSet>,
+        bytes: &[u8],
+        limits: crate::limits::EngineLimits,
+    ) -> Result<Engine, SnapshotError> {
         let mut r = Reader(bytes);
         let v2 = match r.take(MAGIC.len())? {
             m if m == MAGIC => false,
@@ -131,6 +141,7 @@ impl Engine {
             hashes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
         );
         let mut engine = Engine::new(rules)?;
+        engine.set_limits(limits);
         engine.dedup = dedup;
         engine.now = (now != Ts::MIN).then_some(now);
         let n_entities = r.count(43)?;
