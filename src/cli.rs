@@ -359,8 +359,8 @@ fn scope_text(scope: &crate::rules::Scope) -> String {
         }
     }
     if scope.classes.contains(&false) {
-        let names = ["A", "B", "C", "D", "unclassified"];
-        let classes: Vec<&str> = names.iter().zip(scope.classes).filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let names = crate::rules::CLASS_SLOT_NAMES.iter().zip(scope.classes);
+        let classes: Vec<&str> = names.filter(|(_, on)| *on).map(|(n, _)| *n).collect();
         keys.push(format!("class {}", classes.join(" | ")));
     }
     format!("scope: {} (entities with no profile: out of scope)", keys.join("; "))
@@ -412,7 +412,7 @@ fn cmd_check_rules(dir: &Path) -> anyhow::Result<bool> {
             writeln!(text, "  {}", scope_text(scope))?;
         }
         writeln!(text, "  class         {}", Action::ALL.map(|a| format!("{a:>10}")).join(""))?;
-        for (slot, name) in ["A", "B", "C", "D", "unclassified"].iter().enumerate() {
+        for (slot, name) in crate::rules::CLASS_SLOT_NAMES.iter().enumerate() {
             let row = rule.thresholds[slot].map(|t| t.map_or(format!("{:>10}", "-"), |t| format!("{t:>10}")));
             writeln!(text, "  {name:<13} {}", row.join(""))?;
         }

@@ -259,7 +259,8 @@ impl Engine {
             RecData::Profile { fields, .. } => fields.iter().all(|&f| f as usize <= n_symbols),
             RecData::Id(_) => true,
         };
-        if !engine.entities.iter().all(|e| e.recs().all(symbol_ok)) {
+        // Only a snapshot that held stored profiles needs the pass (none are kept without a scoped rule).
+        if any_profile && !engine.entities.iter().all(|e| e.recs().all(symbol_ok)) {
             return Err(corrupt("stored profile symbol"));
         }
         if engine.plan.keeps(Kind::Profile) {

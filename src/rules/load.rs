@@ -10,8 +10,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::{Action, AggregateRule, DOMAINS, GroupBy, Measure, Part, Rule, RuleSet, RuleState, Scope, milli_text};
-use crate::event::{Class, Kind};
+use super::{
+    Action, AggregateRule, CLASS_SLOT_NAMES, DOMAINS, GroupBy, Measure, Part, Rule, RuleSet, RuleState, Scope,
+    milli_text,
+};
+use crate::event::Kind;
 use crate::time::{DAY, Ts};
 
 /// Most rules one set may define.
@@ -186,6 +189,16 @@ impl RawFactors {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, one or many, as written.
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(vs) => vs.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -375,10 +388,7 @@ fn build_aggregate(raw: &RawAggregate, file_state: Option<RuleState>, origin: &s
 
 /// The kinds of `kind` (one or a list), each an indicator, without repeats.
 fn parse_kinds(kind: &OneOrMany) -> Result<Vec<Kind>, String> {
-    let names: Vec<String> = match kind {
-        OneOrMany::One(k) => vec![k.clone()],
-        OneOrMany::Many(ks) => ks.clone(),
-    };
+    let names = kind.to_vec();
     if names.is_empty() {
         return Err("`kind` lists no event kind".into());
     }
@@ -437,14 +447,7 @@ fn build_part(raw: &RawPart, n: usize) -> Result<Part, String> {
 
 /// The threshold-table slot (`rules::class_slot`) of a class as rule files name it: `A`-`D` or `unclassified`.
 fn class_slot_of(name: &str) -> Option<usize> {
-    match name {
-        "A" => Some(Class::A as usize),
-        "B" => Some(Class::B as usize),
-        "C" => Some(Class::C as usize),
-        "D" => Some(Class::D as usize),
-        "unclassified" => Some(4),
-        _ => None,
-    }
+    CLASS_SLOT_NAMES.iter().position(|n| *n == name)
 }
 
 /// Longest value of a scope key, in characters (profile fields are cut at 200 characters).
@@ -453,10 +456,7 @@ const MAX_SCOPE_VALUE: usize = 200;
 /// A scope's listed values, checked: at least one, none empty or too long, no repeats.
 fn scope_values(key: &str, values: &Option<OneOrMany>) -> Result<Vec<String>, String> {
     let Some(values) = values else { return Ok(Vec::new()) };
-    let values = match values {
-        OneOrMany::One(v) => vec![v.clone()],
-        OneOrMany::Many(vs) => vs.clone(),
-    };
+    let values = values.to_vec();
     if values.is_empty() {
         return Err(format!("`scope.{key}` lists no value (leave the key out to match any)"));
     }
@@ -715,6 +715,7 @@ fn split_origin(origin: &str) -> (String, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Class;
 
     const RULE: &str = r#"
 [class_factors]

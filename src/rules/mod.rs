@@ -153,6 +153,9 @@ pub fn milli_text(v: i64) -> String {
     format!("{sign}{}.{:03}", v.unsigned_abs() / 1000, v.unsigned_abs() % 1000)
 }
 
+/// The names of the threshold-table slots ([`class_slot`]) as rule files write them.
+pub const CLASS_SLOT_NAMES: [&str; 5] = ["A", "B", "C", "D", "unclassified"];
+
 /// Index of a class in threshold tables: A, B, C, D, then unclassified.
 pub fn class_slot(class: Option<Class>) -> usize {
     class.map_or(4, |c| c as usize)
